@@ -13,7 +13,6 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_SPEC) || $(PIP) install --quiet torch torchvision
 	$(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)

@@ -1,0 +1,221 @@
+"""The ``pyronas`` command line.
+
+Every subcommand that runs a job accepts ``--config file.yaml``: the file is read first, flags
+given on the command line override it, and the resolved configuration is saved in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pyronas")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file of options, read first; flags on the command line override it",
+    )
+
+
+def _search_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="run an architecture search and write a run folder",
+        description="Run BayesNAS (or a baseline strategy) on a supernet and write a run folder "
+        "with config.yaml, metrics.csv, the posterior, genotype.json and cell diagrams.",
+    )
+    _add_config(p)
+    g = p.add_argument_group("what to search")
+    g.add_argument("--strategy", help="search strategy: bayesnas (default)")
+    g.add_argument("--prior", help="prior model: a name in models/ (hard, ard, laplace, "
+                   "horseshoe) or a path to a model file (default hard)")
+    g.add_argument("--space", help="search space: bayesnas8, darts or nb201 (default bayesnas8)")
+    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagenet (default digits)")
+    g.add_argument("--data-dir", dest="data_dir", help="folder holding the data set files")
+    g.add_argument("--train-size", dest="train_size", type=int,
+                   help="subsample the official training set to this many images (stratified)")
+    g.add_argument("--image-size", dest="image_size", type=int,
+                   help="resize images to this side length once at load time")
+    g = p.add_argument_group("BayesNAS")
+    g.add_argument("--curvature", help="curvature backend: ggn (default), fisher, exact, "
+                   "layerwise")
+    g.add_argument("--lambda-edge", dest="lambda_edge", type=float,
+                   help="group-lasso weight of the edge switches (default 0.01)")
+    g.add_argument("--lambda-op", dest="lambda_op", type=float,
+                   help="group-lasso weight of the op switches (default 0.01)")
+    g.add_argument("--t-max", dest="t_max", type=int,
+                   help="number of type-II iterations (MAP epoch + Laplace + update)")
+    g.add_argument("--schedule", help="paper (one epoch then update, T_max times) or released "
+                   "(warm-up on 10%% with switches frozen, switch epoch on 90%%, one update)")
+    g.add_argument("--threshold", type=float,
+                   help="prune a switch when its prior variance gamma falls below this")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help="MAP epochs per type-II iteration")
+    g.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
+    g.add_argument("--channels", type=int, help="initial channels C of the supernet")
+    g.add_argument("--layers", type=int, help="number of cells of the supernet")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    g.add_argument("--out", type=Path, help="run folder to write (default runs/search-<time>)")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run in --out from its last checkpoint")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="hide progress bars")
+    p.set_defaults(handler=_cmd_search)
+
+
+def _retrain_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrain",
+        help="train a genotype from scratch with the DARTS evaluation protocol",
+        description="Retrain a genotype (a bundled name or a genotype.json) and write "
+        "metrics.csv, metrics.json and checkpoints to --out.",
+    )
+    _add_config(p)
+    p.add_argument("--genotype", help="bundled name (DARTS_V2, BAYESNAS_0.01, ...) or a JSON file")
+    p.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagenet")
+    p.add_argument("--data-dir", dest="data_dir", help="folder holding the data set files")
+    p.add_argument("--epochs", type=int, help="training epochs (preset otherwise)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--out", type=Path, help="run folder to write")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run in --out from its last checkpoint")
+    p.set_defaults(handler=_cmd_retrain)
+
+
+def _model_info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "model-info",
+        help="parameter count and mult-adds of a genotype's evaluation network",
+        description="Build the DARTS evaluation network of a genotype and print its parameter "
+        "count (auxiliary head excluded, and total), mult-adds for one image and the cells.",
+    )
+    p.add_argument("--genotype", required=True, help="bundled name or genotype JSON file")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet"],
+                   help="which published network: cifar10 (C=36, 20 cells) or imagenet "
+                   "(C=48, 14 cells)")
+    p.set_defaults(handler=_cmd_model_info)
+
+
+def _genotype_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("genotype", help="inspect genotypes",
+                       description="Inspect bundled or saved genotypes.")
+    gsub = p.add_subparsers(dest="genotype_command", required=True)
+    show = gsub.add_parser("show", help="print a genotype's cells and draw them",
+                           description="Validate a genotype, print its cells and draw each cell "
+                           "type to PNG (graphviz when installed, matplotlib otherwise).")
+    show.add_argument("genotype", help="bundled name or genotype JSON file")
+    show.add_argument("--out", type=Path, default=Path("."), help="folder for the drawings")
+    show.add_argument("--format", dest="fmt", default="png", choices=["png", "svg"],
+                      help="image format")
+    show.set_defaults(handler=_cmd_genotype_show)
+    lst = gsub.add_parser("list", help="list the bundled genotypes")
+    lst.set_defaults(handler=_cmd_genotype_list)
+
+
+def _analyze_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="summarise and plot the posterior of one or more search runs",
+        description="Print per cell type the kept ops with posterior mean, sd, gamma and "
+        "inclusion; write summary.csv and plots into each run folder.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="search run folders")
+    p.add_argument("--out", type=Path, default=None, help="folder for comparison output")
+    p.set_defaults(handler=_cmd_analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pyronas",
+        description="Bayesian neural architecture search (BayesNAS) on Pyro and PyTorch.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _search_parser(sub)
+    _retrain_parser(sub)
+    _model_info_parser(sub)
+    _genotype_parser(sub)
+    _analyze_parser(sub)
+    return parser
+
+
+def _overrides(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The options given on the command line (those not left at ``None``)."""
+    ignore = {"command", "handler", "config", "verbose", *skip}
+    return {k: v for k, v in vars(args).items() if k not in ignore and v is not None}
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from pyronas.search import run_search_cli
+
+    return run_search_cli(args.config, _overrides(args))
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from pyronas.train import run_retrain_cli
+
+    return run_retrain_cli(args.config, _overrides(args))
+
+
+def _cmd_model_info(args: argparse.Namespace) -> int:
+    from pyronas.model_info import model_info_text
+
+    print(model_info_text(args.genotype, args.dataset))
+    return 0
+
+
+def _cmd_genotype_show(args: argparse.Namespace) -> int:
+    from pyronas.diagram import show_genotype
+
+    text, paths = show_genotype(args.genotype, args.out, fmt=args.fmt)
+    print(text)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_genotype_list(args: argparse.Namespace) -> int:
+    from pyronas.genotype import list_bundled
+
+    for name in list_bundled():
+        print(name)
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from pyronas.analyze import run_analyze_cli
+
+    return run_analyze_cli(args.runs, args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pyronas`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        # Bad input: say what is wrong without a traceback.
+        print(f"pyronas: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The repository's top-level models/ and inference/ install as pyronas.models/.inference."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import pyronas, pyronas.models, pyronas.inference, pyronas.genotypes;"
+    "print(pyronas.models.__file__); print(pyronas.inference.__file__)"
+)
+
+
+def _run(code: str, cwd: Path, env_path: str | None = None) -> list[str]:
+    env = {"PATH": "/usr/bin:/bin"}
+    if env_path is not None:
+        env["PYTHONPATH"] = env_path
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+def test_editable_install_imports_top_level_folders(tmp_path):
+    # The test environment holds an editable install: from outside the repository the
+    # subpackages resolve to the repository's top-level folders.
+    models_file, inference_file = _run(PROBE, cwd=tmp_path)
+    assert Path(models_file) == REPO / "models" / "__init__.py"
+    assert Path(inference_file) == REPO / "inference" / "__init__.py"
+
+
+@pytest.mark.timeout(300)
+def test_regular_install_imports_top_level_folders(tmp_path):
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(wheel_dir), str(REPO)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    wheels = list(wheel_dir.glob("pyronas-*.whl"))
+    assert len(wheels) == 1
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheels[0])],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    # models/ and inference/ must not land as top-level packages of their own.
+    assert not (target / "models").exists()
+    assert not (target / "inference").exists()
+    models_file, inference_file = _run(PROBE, cwd=tmp_path, env_path=str(target))
+    assert Path(models_file).is_relative_to(target / "pyronas" / "models")
+    assert Path(inference_file).is_relative_to(target / "pyronas" / "inference")
+    assert len(list((target / "pyronas" / "genotypes").glob("*.json"))) >= 5
