@@ -35,28 +35,56 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     _add_config(p)
     g = p.add_argument_group("what to search")
     g.add_argument("--strategy", help="search strategy: bayesnas (default)")
-    g.add_argument("--prior", help="prior model: a name in models/ (hard, ard, laplace, "
-                   "horseshoe) or a path to a model file (default hard)")
+    g.add_argument(
+        "--prior",
+        help="prior model: a name in models/ (hard, ard, laplace, "
+        "horseshoe) or a path to a model file (default hard)",
+    )
     g.add_argument("--space", help="search space: bayesnas8, darts or nb201 (default bayesnas8)")
     g.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagenet (default digits)")
     g.add_argument("--data-dir", dest="data_dir", help="folder holding the data set files")
-    g.add_argument("--train-size", dest="train_size", type=int,
-                   help="subsample the official training set to this many images (stratified)")
-    g.add_argument("--image-size", dest="image_size", type=int,
-                   help="resize images to this side length once at load time")
+    g.add_argument(
+        "--train-size",
+        dest="train_size",
+        type=int,
+        help="subsample the official training set to this many images (stratified)",
+    )
+    g.add_argument(
+        "--image-size",
+        dest="image_size",
+        type=int,
+        help="resize images to this side length once at load time",
+    )
     g = p.add_argument_group("BayesNAS")
-    g.add_argument("--curvature", help="curvature backend: ggn (default), fisher, exact, "
-                   "layerwise")
-    g.add_argument("--lambda-edge", dest="lambda_edge", type=float,
-                   help="group-lasso weight of the edge switches (default 0.01)")
-    g.add_argument("--lambda-op", dest="lambda_op", type=float,
-                   help="group-lasso weight of the op switches (default 0.01)")
-    g.add_argument("--t-max", dest="t_max", type=int,
-                   help="number of type-II iterations (MAP epoch + Laplace + update)")
-    g.add_argument("--schedule", help="paper (one epoch then update, T_max times) or released "
-                   "(warm-up on 10%% with switches frozen, switch epoch on 90%%, one update)")
-    g.add_argument("--threshold", type=float,
-                   help="prune a switch when its prior variance gamma falls below this")
+    g.add_argument("--curvature", help="curvature backend: ggn (default), fisher, exact, layerwise")
+    g.add_argument(
+        "--lambda-edge",
+        dest="lambda_edge",
+        type=float,
+        help="group-lasso weight of the edge switches (default 0.01)",
+    )
+    g.add_argument(
+        "--lambda-op",
+        dest="lambda_op",
+        type=float,
+        help="group-lasso weight of the op switches (default 0.01)",
+    )
+    g.add_argument(
+        "--t-max",
+        dest="t_max",
+        type=int,
+        help="number of type-II iterations (MAP epoch + Laplace + update)",
+    )
+    g.add_argument(
+        "--schedule",
+        help="paper (one epoch then update, T_max times) or released "
+        "(warm-up on 10%% with switches frozen, switch epoch on 90%%, one update)",
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        help="prune a switch when its prior variance gamma falls below this",
+    )
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="MAP epochs per type-II iteration")
     g.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
@@ -65,10 +93,19 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--out", type=Path, help="run folder to write (default runs/search-<time>)")
-    g.add_argument("--resume", action="store_true", default=None,
-                   help="continue the run in --out from its last checkpoint")
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="hide progress bars")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue the run in --out from its last checkpoint",
+    )
+    g.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="hide progress bars",
+    )
     p.set_defaults(handler=_cmd_search)
 
 
@@ -88,8 +125,12 @@ def _retrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--out", type=Path, help="run folder to write")
-    p.add_argument("--resume", action="store_true", default=None,
-                   help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue the run in --out from its last checkpoint",
+    )
     p.set_defaults(handler=_cmd_retrain)
 
 
@@ -101,23 +142,31 @@ def _model_info_parser(sub: argparse._SubParsersAction) -> None:
         "count (auxiliary head excluded, and total), mult-adds for one image and the cells.",
     )
     p.add_argument("--genotype", required=True, help="bundled name or genotype JSON file")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenet"],
-                   help="which published network: cifar10 (C=36, 20 cells) or imagenet "
-                   "(C=48, 14 cells)")
+    p.add_argument(
+        "--dataset",
+        default="cifar10",
+        choices=["cifar10", "imagenet"],
+        help="which published network: cifar10 (C=36, 20 cells) or imagenet (C=48, 14 cells)",
+    )
     p.set_defaults(handler=_cmd_model_info)
 
 
 def _genotype_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("genotype", help="inspect genotypes",
-                       description="Inspect bundled or saved genotypes.")
+    p = sub.add_parser(
+        "genotype", help="inspect genotypes", description="Inspect bundled or saved genotypes."
+    )
     gsub = p.add_subparsers(dest="genotype_command", required=True)
-    show = gsub.add_parser("show", help="print a genotype's cells and draw them",
-                           description="Validate a genotype, print its cells and draw each cell "
-                           "type to PNG (graphviz when installed, matplotlib otherwise).")
+    show = gsub.add_parser(
+        "show",
+        help="print a genotype's cells and draw them",
+        description="Validate a genotype, print its cells and draw each cell "
+        "type to PNG (graphviz when installed, matplotlib otherwise).",
+    )
     show.add_argument("genotype", help="bundled name or genotype JSON file")
     show.add_argument("--out", type=Path, default=Path("."), help="folder for the drawings")
-    show.add_argument("--format", dest="fmt", default="png", choices=["png", "svg"],
-                      help="image format")
+    show.add_argument(
+        "--format", dest="fmt", default="png", choices=["png", "svg"], help="image format"
+    )
     show.set_defaults(handler=_cmd_genotype_show)
     lst = gsub.add_parser("list", help="list the bundled genotypes")
     lst.set_defaults(handler=_cmd_genotype_list)

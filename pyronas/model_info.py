@@ -9,10 +9,16 @@ from pyronas.genotype import describe, load_genotype
 
 NETWORKS = {
     # dataset: (builder, input size of one image, description)
-    "cifar10": (lambda g: NetworkCIFAR(g, C=36, num_classes=10, layers=20, auxiliary=True),
-                (3, 32, 32), "DARTS CIFAR network, C=36, 20 cells, auxiliary head"),
-    "imagenet": (lambda g: NetworkImageNet(g, C=48, num_classes=1000, layers=14, auxiliary=True),
-                 (3, 224, 224), "DARTS ImageNet mobile network, C=48, 14 cells, auxiliary head"),
+    "cifar10": (
+        lambda g: NetworkCIFAR(g, C=36, num_classes=10, layers=20, auxiliary=True),
+        (3, 32, 32),
+        "DARTS CIFAR network, C=36, 20 cells, auxiliary head",
+    ),
+    "imagenet": (
+        lambda g: NetworkImageNet(g, C=48, num_classes=1000, layers=14, auxiliary=True),
+        (3, 224, 224),
+        "DARTS ImageNet mobile network, C=48, 14 cells, auxiliary head",
+    ),
 }
 
 
@@ -30,7 +36,9 @@ class ModelInfo:
 def model_info(genotype_name_or_path: str, dataset: str) -> ModelInfo:
     """Build the published network of ``dataset`` for a genotype and measure it."""
     if dataset not in NETWORKS:
-        raise ValueError(f"unknown dataset {dataset!r} for model-info; choose from {list(NETWORKS)}")
+        raise ValueError(
+            f"unknown dataset {dataset!r} for model-info; choose from {list(NETWORKS)}"
+        )
     genotype = load_genotype(genotype_name_or_path)
     build, input_size, network = NETWORKS[dataset]
     model = build(genotype)

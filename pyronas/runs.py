@@ -99,7 +99,7 @@ def _fmt(value: Any) -> Any:
 
 
 def require_run_folder(path: Path, marker: str) -> Path:
-    """Return ``path`` if it holds ``marker`` (e.g. ``posterior.pt``), else explain what is missing."""
+    """Return ``path`` if it holds ``marker`` (e.g. ``posterior.pt``); else say what is missing."""
     path = Path(path)
     if not path.is_dir():
         raise RunFolderError(f"{path} is not a folder; expected a run folder written by pyronas")

@@ -99,16 +99,21 @@ class SearchSpace:
         return self.num_inputs + self.num_nodes
 
     def node_name(self, node: int) -> str:
-        """``in0``/``in1`` for inputs (DARTS index), ``n0``.. for intermediate nodes."""
-        if node < self.num_inputs:
-            return f"in{node}"
-        return f"n{node - self.num_inputs}"
+        """Readable node name.
+
+        Two-input cells name their inputs after the cells they come from, ``c_{k-2}`` (DARTS
+        input 0) and ``c_{k-1}`` (DARTS input 1, the previous cell); a one-input cell calls its
+        input ``in``. Intermediate nodes are ``n0``, ``n1``, ...
+        """
+        return node_name(node, self.num_inputs)
 
     def edge_names(self, cell_type: str) -> list[str]:
-        """Names ``"in1->n0"`` of the edges of one cell type, in switch order."""
+        """Names ``"c_{k-1}->n0"`` of the edges of one cell type, in switch order."""
         return [f"{self.node_name(s)}->{self.node_name(d)}" for s, d in self.edges[cell_type]]
 
-    def switch_shapes(self, num_groups: int | None = None) -> tuple[tuple[int, int], tuple[int, int, int]]:
+    def switch_shapes(
+        self, num_groups: int | None = None
+    ) -> tuple[tuple[int, int], tuple[int, int, int]]:
         """Shapes of ``(edge_switch, op_switch)``.
 
         Parameters
@@ -129,16 +134,39 @@ class SearchSpace:
         }
 
 
+def node_name(node: int, num_inputs: int) -> str:
+    """``c_{k-2}``/``c_{k-1}`` for the two cell inputs (``in`` for one), ``n0``.. for nodes."""
+    if node < num_inputs:
+        return "in" if num_inputs == 1 else f"c_{{k-{num_inputs - node}}}"
+    return f"n{node - num_inputs}"
+
+
 def _full_dag(num_inputs: int, num_nodes: int) -> tuple[Edge, ...]:
-    return tuple(
-        (src, num_inputs + j) for j in range(num_nodes) for src in range(num_inputs + j)
-    )
+    return tuple((src, num_inputs + j) for j in range(num_nodes) for src in range(num_inputs + j))
 
 
 # The authors' reduced 8-edge cells. Their names in0 (previous cell) and in1 (the cell before)
 # are DARTS inputs 1 and 0; n_k is DARTS node k + 2.
-_BAYESNAS8_NORMAL: tuple[Edge, ...] = ((1, 2), (0, 2), (1, 3), (0, 3), (1, 4), (0, 4), (1, 5), (2, 5))
-_BAYESNAS8_REDUCE: tuple[Edge, ...] = ((1, 2), (0, 2), (0, 3), (2, 3), (0, 4), (2, 4), (0, 5), (2, 5))
+_BAYESNAS8_NORMAL: tuple[Edge, ...] = (
+    (1, 2),
+    (0, 2),
+    (1, 3),
+    (0, 3),
+    (1, 4),
+    (0, 4),
+    (1, 5),
+    (2, 5),
+)
+_BAYESNAS8_REDUCE: tuple[Edge, ...] = (
+    (1, 2),
+    (0, 2),
+    (0, 3),
+    (2, 3),
+    (0, 4),
+    (2, 4),
+    (0, 5),
+    (2, 5),
+)
 
 SPACES: dict[str, SearchSpace] = {
     "bayesnas8": SearchSpace(

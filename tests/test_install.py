@@ -35,17 +35,40 @@ def test_editable_install_imports_top_level_folders(tmp_path):
 def test_regular_install_imports_top_level_folders(tmp_path):
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheel_dir), str(REPO)],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     wheels = list(wheel_dir.glob("pyronas-*.whl"))
     assert len(wheels) == 1
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheels[0])],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheels[0]),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     # models/ and inference/ must not land as top-level packages of their own.
     assert not (target / "models").exists()

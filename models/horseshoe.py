@@ -1,0 +1,130 @@
+r"""Horseshoe prior: global-local half-Cauchy scales on the switches.
+
+Generative story, for cell ``c`` of type ``t = t(c)`` (one cell per type when tied), edge ``e``,
+non-zero op ``k`` and site ``a`` in {edge, op}::
+
+    tau^a_t       ~ HalfCauchy(tau0)               global scale per cell type and site
+    lam^0_{t,e}   ~ HalfCauchy(1)                  local scale of an edge switch group
+    lam^k_{t,e}   ~ HalfCauchy(1)                  local scale of an op switch group
+    s^0_{c,e}     ~ N(0, (tau^edge_t lam^0_{t,e})^2)
+    s^k_{c,e}     ~ N(0, (tau^op_t lam^k_{t,e})^2)
+    y_n ~ Categorical(softmax f(x_n; theta, s))      minibatch of B of N samples, scaled by N / B
+
+The scales are type-II point estimates, not sampled: they are stored as unconstrained logs
+``log_tau`` and ``log_lam`` (listed in ``hypers["learnable"]``) and the engine updates them by
+gradient ascent on the Laplace evidence. Their half-Cauchy hyperprior enters the model as
+``pyro.factor("hyperprior", ...)``, the log density of the *logs* (half-Cauchy log density plus
+the log-Jacobian ``log tau + sum log lam``), so that the evidence the engine maximises is the
+posterior density of the unconstrained values it optimises, and a scale cannot run off to 0 or
+infinity unopposed. The factor does not depend on the switches, so it leaves the MAP step alone.
+
+There is no closed-form update and no ``map_penalty``: the MAP objective uses the log prior.
+After changing ``log_tau``/``log_lam`` the engine calls :func:`effective_gamma` and stores the
+result in ``hypers["gamma"]`` (used for pruning).
+
+Hyperparameter dict (tensors float64 on the CPU, ``T`` cell types, ``E`` edges, ``K`` ops):
+
+* ``log_tau[site]``: ``(T,)`` log global scales.
+* ``log_lam[site]``: ``(T, E)`` / ``(T, E, K)`` log local scales.
+* ``gamma[site]``: effective variances ``tau^2 lam^2``, shapes of ``log_lam`` (detached copy).
+* ``tau0``: float, scale of the half-Cauchy on ``tau``.
+* ``learnable``: ``["log_tau", "log_lam"]``: keys whose per-site tensors the engine optimises.
+* ``space``, ``num_cell_types``, ``num_edges``, ``num_ops``, ``cell_type_index`` (``None`` tied,
+  else ``(cell,)``).
+
+Initialisation: ``tau = lam = 1``, so ``gamma = 1`` as for the ARD priors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyronas.models._common import (
+    HYPER_DTYPE,
+    SITES,
+    base_hypers,
+    filled,
+    gaussian_switch_prior,
+    observe,
+    sample_switches,
+    to_switches,
+)
+from torch import Tensor
+
+from pyronas.space import SearchSpace
+
+__all__ = ["SITES", "init_hypers", "model", "effective_gamma", "log_hyperprior"]
+
+
+def init_hypers(
+    space: SearchSpace,
+    tau0: float = 1.0,
+    cell_type_index: Tensor | None = None,
+) -> dict[str, Any]:
+    """Initial hyperparameters ``tau = lam = 1``.
+
+    Parameters
+    ----------
+    space
+        The search space.
+    tau0
+        Scale of the half-Cauchy hyperprior of the global scales (positive).
+    cell_type_index
+        ``None`` for tied switches; for untied switches the net's ``cell_type_index`` ``(cell,)``.
+    """
+    if not tau0 > 0:
+        raise ValueError(f"tau0 must be positive, got {tau0}")
+    hypers = base_hypers(space, cell_type_index)
+    num_types = len(space.cell_types)
+    hypers.update(
+        log_tau={site: torch.zeros(num_types, dtype=HYPER_DTYPE) for site in SITES},
+        log_lam=filled(space, 0.0),
+        tau0=float(tau0),
+        learnable=["log_tau", "log_lam"],
+    )
+    hypers["gamma"] = effective_gamma(hypers)
+    return hypers
+
+
+def _variance(hypers: dict[str, Any], site: str) -> Tensor:
+    """``tau^2 lam^2`` per group ``(T, E[, K])``, differentiable in the logs."""
+    log_tau = hypers["log_tau"][site]
+    log_lam = hypers["log_lam"][site]
+    log_tau = log_tau.reshape(log_tau.shape + (1,) * (log_lam.dim() - 1))
+    return torch.exp(2.0 * (log_tau + log_lam))
+
+
+def effective_gamma(hypers: dict[str, Any]) -> dict[str, Tensor]:
+    """Effective prior variances ``tau^2 lam^2`` per site (detached)."""
+    return {site: _variance(hypers, site).detach().clone() for site in SITES}
+
+
+def log_hyperprior(hypers: dict[str, Any]) -> Tensor:
+    """Log density of ``(log_tau, log_lam)`` under the half-Cauchy hyperpriors (scalar)."""
+    total = torch.zeros((), dtype=HYPER_DTYPE)
+    for site in SITES:
+        for key, scale in (("log_tau", hypers["tau0"]), ("log_lam", 1.0)):
+            log_scale = hypers[key][site]
+            cauchy = dist.HalfCauchy(torch.tensor(scale, dtype=log_scale.dtype))
+            total = total + (cauchy.log_prob(log_scale.exp()) + log_scale).sum()
+    return total
+
+
+def model(net: Any, x: Tensor, y: Tensor | None, hypers: dict[str, Any], num_data: int) -> None:
+    """Pyro model: horseshoe prior on the switches, categorical likelihood on the batch.
+
+    Parameters as in :func:`pyronas.models.hard.model`. Gradients flow from the log joint to
+    ``hypers["log_tau"]`` and ``hypers["log_lam"]`` when they require grad.
+    """
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    pyro.factor("hyperprior", log_hyperprior(hypers).to(dtype=dtype, device=x.device))
+
+    def prior(site: str, index: Tensor | None, dtype: torch.dtype, device: torch.device) -> Any:
+        variance = to_switches(_variance(hypers, site), index).to(dtype=dtype, device=device)
+        return gaussian_switch_prior(variance)
+
+    switches = sample_switches(net, x, prior)
+    observe(net, x, y, switches, num_data)
