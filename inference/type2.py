@@ -141,6 +141,7 @@ class Type2State:
     posterior: DiagonalLaplace | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     iteration: int = 0
+    optimizer: torch.optim.Optimizer | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,6 +364,7 @@ def run_type2(
     forward: ForwardFn | None = None,
     callback: Callback | None = None,
     warmup_loader: Iterable[Batch] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> Type2State:
     """Alternate MAP training, Laplace fit, hyperparameter update and pruning.
 
@@ -393,6 +395,10 @@ def run_type2(
         of the batches of a pass over ``train_loader`` are the warm-up and every later MAP
         epoch skips that many leading batches (a disjoint split only for unshuffled loaders;
         the skipped batches are still loaded, so prefer passing a warm-up loader).
+    resume : Mapping, optional
+        Continue a run: ``{"sites", "masks", "hypers", "records", "iteration",
+        "optimizer"}`` as saved from a :class:`Type2State` (``optimizer`` is the SGD
+        ``state_dict``). The warm-up is not repeated and the loop starts at ``iteration + 1``.
 
     Returns
     -------
@@ -407,9 +413,15 @@ def run_type2(
         raise ValueError(f"sites {sorted(sites)} do not match the model's SITES {sorted(names)}")
     forward = forward or default_forward(net, names)
     module = net if isinstance(net, nn.Module) else None
+    if resume is not None:
+        sites, hypers = resume["sites"], resume["hypers"]
     leaves = {k: sites[k].detach().clone().requires_grad_(True) for k in names}
     masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in leaves.items()}
     state = Type2State(sites=leaves, hypers=dict(hypers), masks=masks)
+    if resume is not None:
+        state.masks = {k: resume["masks"][k].clone() for k in names}
+        state.records = list(resume["records"])
+        state.iteration = int(resume["iteration"])
 
     groups = []
     if _weights(net):
@@ -417,16 +429,20 @@ def run_type2(
     groups.append({"params": list(leaves.values()), "weight_decay": 0.0,
                    "lr": cfg.site_lr if cfg.site_lr is not None else cfg.lr})
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    state.optimizer = optimizer
+    if resume is not None and resume.get("optimizer") is not None:
+        optimizer.load_state_dict(resume["optimizer"])
 
     skip = 0
     if cfg.schedule == "released":
         if warmup_loader is None:
             skip = max(1, math.ceil(cfg.warmup_fraction * _num_batches(train_loader)))
             warmup_loader = itertools.islice(train_loader, skip)
-        _map_epoch(model, net, state, warmup_loader, num_data, optimizer, cfg,
-                   train_sites=False, desc="warm-up")
+        if state.iteration == 0:
+            _map_epoch(model, net, state, warmup_loader, num_data, optimizer, cfg,
+                       train_sites=False, desc="warm-up")
 
-    for t in range(1, cfg.t_max + 1):
+    for t in range(state.iteration + 1, cfg.t_max + 1):
         start = time.perf_counter()
         objective = 0.0
         for epoch in range(cfg.epochs_per_iter):
@@ -457,6 +473,10 @@ def run_type2(
                     cfg.hyper_steps, cfg.hyper_lr,
                 )
             how = "evidence_gradient" if _learnable(state.hypers) else "none"
+        refresh = getattr(model, "effective_gamma", None)
+        if refresh is not None:
+            # keep hypers["gamma"] (what pruning reads) in step with the updated hypers
+            state.hypers = {**state.hypers, "gamma": refresh(state.hypers)}
         prune(model, state, cfg)
 
         state.iteration = t

@@ -162,7 +162,7 @@ class FactorizedReduce(nn.Module):
     def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
         super().__init__()
         if C_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
+            raise ValueError(f"FactorizedReduce needs an even output channel count, got {C_out}")
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
+# Tests use tiny tensors: one thread is faster than several that contend for two cores.
+torch.set_num_threads(1)
 os.environ.setdefault("PYRONAS_NO_PROGRESS", "1")
 
 

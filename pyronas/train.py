@@ -1,0 +1,681 @@
+"""Retraining a genotype from scratch with the published evaluation protocols.
+
+:func:`retrain` builds a DARTS evaluation network (:mod:`pyronas.evalnet`) for a genotype and
+trains it with the settings of a config (:mod:`pyronas.config`; presets in
+``experiments/configs``):
+
+* CIFAR-10, DARTS protocol (``retrain_cifar10.yaml``): 600 epochs, batch 96, SGD (lr 0.025,
+  momentum 0.9, weight decay 3e-4) with a cosine schedule to 0 over the epochs, cutout 16, drop
+  path ramped linearly ``drop_path_prob * epoch / epochs``, auxiliary head weighted 0.4,
+  gradient-norm clip 5, 36 channels, 20 cells.
+* ImageNet mobile setting (``retrain_imagenet.yaml``): 14 cells, 48 channels, 250 epochs, batch
+  128, lr 0.1 times 0.97 per epoch, weight decay 3e-5, label smoothing 0.1.
+* The BayesNAS authors' variant (``variant: authors``): ``dropout2d`` on the output of every
+  operation of every cell, its rate ramped linearly to ``op_dropout``, no auxiliary head. The
+  evaluation network has no such dropout of its own, so it is added by forward hooks on the
+  cells' operations (:class:`OpDropout`).
+
+A run folder holds ``config.yaml`` (resolved, with versions and git SHA), ``metrics.csv`` (one
+row per epoch), ``checkpoint.pt`` (rewritten atomically after every epoch) and, at the end,
+``metrics.json``. ``retrain(..., resume=True)`` continues from the checkpoint; on a CPU the
+resumed run ends with the same weights as an uninterrupted one.
+
+On CUDA the loop uses mixed precision (``torch.autocast`` + ``GradScaler``), pinned memory and
+loader workers, optionally channels-last tensors and ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pyronas.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    check_identity,
+    config_hash,
+    identity,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pyronas.config import (
+    RETRAIN_DEFAULTS,
+    ConfigError,
+    load_config,
+    merge_config,
+    preset_path,
+    save_resolved_config,
+)
+
+__all__ = [
+    "METRICS_COLUMNS",
+    "NonFiniteLossError",
+    "OpDropout",
+    "build_network",
+    "evaluate",
+    "genotype_label",
+    "resolve_device",
+    "retrain",
+    "run_retrain_cli",
+]
+
+logger = logging.getLogger(__name__)
+
+METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s")
+"""Columns of ``metrics.csv`` (accuracies in %, ``seconds`` of the whole epoch)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------------------------
+# Network
+# --------------------------------------------------------------------------------------------
+
+
+class OpDropout:
+    """``dropout2d`` on the output of every operation of every cell, through forward hooks.
+
+    The BayesNAS authors' evaluation networks drop whole channels of each operation's output
+    (identities included) instead of DARTS drop path. :class:`pyronas.evalnet.Cell` keeps its
+    operations in ``cell.ops``; a hook on each one replaces the output by
+    ``F.dropout2d(output, p, training=op.training)``.
+
+    Parameters
+    ----------
+    net
+        An evaluation network whose ``cells`` each have an ``ops`` ModuleList.
+    p
+        Initial rate; set :attr:`p` per epoch.
+    """
+
+    def __init__(self, net: nn.Module, p: float = 0.0) -> None:
+        self.p = float(p)
+        cells = getattr(net, "cells", None)
+        if cells is None or not all(hasattr(c, "ops") for c in cells):
+            raise TypeError("OpDropout needs a network whose `cells` each have an `ops` list")
+        self.handles = [op.register_forward_hook(self._hook) for c in cells for op in c.ops]
+
+    def _hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        if self.p > 0.0 and module.training:
+            return F.dropout2d(output, self.p, training=True)
+        return output
+
+    def remove(self) -> None:
+        """Detach the hooks."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def build_network(cfg: Mapping[str, Any], genotype: Any, num_classes: int, in_channels: int):
+    """The evaluation network of ``cfg["network"]`` (``cifar`` or ``imagenet``)."""
+    from pyronas.evalnet import NetworkCIFAR, NetworkImageNet
+
+    if cfg["network"] == "imagenet":
+        if in_channels != 3:
+            raise ValueError(f"the ImageNet network takes 3-channel images, got {in_channels}")
+        return NetworkImageNet(
+            genotype, cfg["C"], num_classes, cfg["layers"], cfg["auxiliary"], 0.0
+        )
+    return NetworkCIFAR(
+        genotype,
+        cfg["C"],
+        num_classes,
+        cfg["layers"],
+        cfg["auxiliary"],
+        0.0,
+        in_channels,
+        cfg["stem_multiplier"],
+    )
+
+
+def genotype_label(cfg: Mapping[str, Any]) -> str:
+    """A short name for tables: ``cfg["name"]``, a bundled genotype's name, a file's stem (or
+    its folder's name for a file called ``genotype.json``)."""
+    if cfg.get("name"):
+        return str(cfg["name"])
+    value = str(cfg["genotype"])
+    path = Path(value)
+    if not path.is_file():
+        return value
+    if path.stem == "genotype":
+        return path.resolve().parent.name
+    return path.stem
+
+
+def _search_cost(cfg: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """``search_seconds`` and ``search_device`` from the config, else from ``metrics.json`` next
+    to a genotype file written by a search run."""
+    if cfg.get("search_seconds") is not None:
+        return float(cfg["search_seconds"]), cfg.get("search_device")
+    path = Path(str(cfg["genotype"]))
+    metrics = path.parent / "metrics.json"
+    if path.is_file() and metrics.is_file():
+        try:
+            data = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None, None
+        if isinstance(data, dict) and data.get("search_seconds") is not None:
+            return float(data["search_seconds"]), data.get("device")
+    return None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and loops
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when present, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _autocast(device: torch.device, cfg: Mapping[str, Any]):
+    if device.type == "cuda" and cfg["amp"]:
+        dtype = torch.bfloat16 if cfg["amp_dtype"] == "bfloat16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _show_progress(cfg: Mapping[str, Any]) -> bool:
+    return bool(cfg["progress"]) and sys.stderr.isatty() and not os.environ.get(
+        "PYRONAS_NO_PROGRESS"
+    )
+
+
+def _to_device(x: Tensor, y: Tensor, device: torch.device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    cfg: Mapping[str, Any] | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy (%) of ``model`` (eval mode) over ``loader``.
+
+    Returns
+    -------
+    dict
+        ``top1``, ``top5`` (in %) and ``n`` (images seen).
+    """
+    cfg = dict(RETRAIN_DEFAULTS if cfg is None else cfg)
+    was_training = model.training
+    model.eval()
+    correct1 = torch.zeros((), dtype=torch.long, device=device)
+    correct5 = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = _to_device(x, y, device, cfg["channels_last"])
+            with _autocast(device, cfg):
+                logits, _ = model(x)
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices
+            hit = top == y[:, None]
+            correct1 += hit[:, 0].sum()
+            correct5 += hit.any(dim=1).sum()
+            n += y.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        return {"top1": float("nan"), "top5": float("nan"), "n": 0}
+    return {
+        "top1": 100.0 * correct1.item() / n,
+        "top5": 100.0 * correct5.item() / n,
+        "n": n,
+    }
+
+
+def _check_finite(losses: list[Tensor], first_step: int, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first step whose loss is not finite."""
+    if not losses:
+        return
+    finite = torch.isfinite(torch.stack(losses))
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0, 0])
+    value = float(losses[bad])
+    raise NonFiniteLossError(
+        f"non-finite training loss ({value}) at epoch {epoch + 1}, step {first_step + bad + 1}"
+    )
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    criterion: nn.Module,
+    cfg: Mapping[str, Any],
+    device: torch.device,
+    epoch: int,
+) -> dict[str, float]:
+    """One epoch of training; returns mean loss, accuracy (%), images, seconds."""
+    model.train()
+    steps = len(loader)
+    if cfg["max_steps_per_epoch"] is not None:
+        steps = min(steps, int(cfg["max_steps_per_epoch"]))
+    check_every = 1 if device.type == "cpu" else 25
+    params = [p for p in model.parameters() if p.requires_grad]
+    aux_weight = float(cfg["auxiliary_weight"])
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    pending: list[Tensor] = []
+    pending_start = 0
+    n = 0
+    bar = None
+    if _show_progress(cfg):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+    start = time.perf_counter()
+    try:
+        for step, (x, y) in enumerate(loader):
+            if step >= steps:
+                break
+            x, y = _to_device(x, y, device, cfg["channels_last"])
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, cfg):
+                logits, logits_aux = model(x)
+                loss = criterion(logits, y)
+                if logits_aux is not None and aux_weight > 0:
+                    loss = loss + aux_weight * criterion(logits_aux, y)
+            scaler.scale(loss).backward()
+            if cfg["grad_clip"]:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
+            scaler.step(optimizer)
+            scaler.update()
+            batch = y.shape[0]
+            n += batch
+            loss_d = loss.detach().float()
+            loss_sum += loss_d.double() * batch
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            pending.append(loss_d)
+            if len(pending) >= check_every or step + 1 == steps:
+                _check_finite(pending, pending_start, epoch)
+                if bar is not None:
+                    elapsed = time.perf_counter() - start
+                    bar.update(len(pending))
+                    bar.set_postfix(
+                        loss=f"{float(loss_d):.3f}", img_s=f"{n / max(elapsed, 1e-9):.0f}"
+                    )
+                pending_start = step + 1
+                pending = []
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    if n == 0:
+        raise ValueError("the training loader yielded no batches")
+    return {
+        "train_loss": loss_sum.item() / n,
+        "train_acc": 100.0 * correct.item() / n,
+        "images": n,
+        "seconds": seconds,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the data order of one epoch (independent of how the run was interrupted)."""
+    return (int(seed) * 1_000_003 + epoch) % (2**63)
+
+
+def _write_csv_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
+
+
+def retrain(
+    cfg: Mapping[str, Any], out_dir: str | Path, resume: bool = False
+) -> dict[str, Any]:
+    """Train a genotype's evaluation network from scratch and score it on the test split.
+
+    Parameters
+    ----------
+    cfg
+        Config (see :data:`pyronas.config.RETRAIN_DEFAULTS`; missing keys take the defaults,
+        unknown keys are an error).
+    out_dir
+        Run folder; created if needed. Without ``resume`` it must not hold a checkpoint.
+    resume
+        Continue from ``out_dir/checkpoint.pt`` (refused if its config identity differs);
+        without a checkpoint the run starts from scratch.
+
+    Returns
+    -------
+    dict
+        The contents of ``metrics.json``; if the run stopped early (``stop_after_epoch``), a
+        dict with ``stopped: True`` and ``epochs_done``.
+
+    Raises
+    ------
+    NonFiniteLossError
+        The loss became NaN/inf; names the epoch and step; the last checkpoint is kept.
+    pyronas.checkpoint.CheckpointMismatchError
+        ``resume`` with a checkpoint written under another configuration.
+    FileExistsError
+        ``out_dir`` holds a checkpoint but ``resume`` is False.
+    """
+    from pyronas.data import load_dataset, make_loader
+    from pyronas.evalnet import count_mult_adds, count_parameters
+    from pyronas.genotype import genotype_to_dict, load_genotype
+
+    cfg = merge_config(RETRAIN_DEFAULTS, cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME
+    existing = latest_checkpoint(out)
+    if existing is not None and not resume:
+        raise FileExistsError(
+            f"{out} already holds a checkpoint; pass resume=True (--resume) to continue it "
+            "or choose a new output folder"
+        )
+
+    device = resolve_device(cfg["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg["deterministic"]
+        torch.backends.cudnn.deterministic = bool(cfg["deterministic"])
+    if cfg["num_threads"] is not None:
+        torch.set_num_threads(int(cfg["num_threads"]))
+    seed = int(cfg["seed"])
+    _seed_everything(seed)
+
+    genotype = load_genotype(cfg["genotype"])
+    ident = identity(cfg)
+    ident["genotype"] = json.dumps(genotype_to_dict(genotype), sort_keys=True)
+
+    fractions = (1.0 - cfg["val_fraction"], 0.0, cfg["val_fraction"])
+    splits = load_dataset(
+        cfg["dataset"],
+        data_dir=cfg["data_dir"],
+        download=cfg["download"],
+        seed=seed,
+        train_size=cfg["train_size"],
+        image_size=cfg["image_size"],
+        augment=cfg["augment"],
+        cutout=cfg["cutout"] if cfg["augment"] else 0,
+        fractions=fractions,
+    )
+    val_set = splits.val if cfg["val_fraction"] > 0 else splits.test
+    on_cuda = device.type == "cuda"
+    workers = cfg["num_workers"]
+    if workers == "auto":
+        workers = min(8, os.cpu_count() or 1) if on_cuda else 0
+    elif not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {workers!r}")
+    bs = int(cfg["batch_size"])
+    eval_bs = int(cfg["eval_batch_size"] or 2 * bs)
+    # a last batch of one image breaks batch norm in training mode
+    train_loader = make_loader(
+        splits.train, bs, shuffle=True, seed=seed, num_workers=int(workers),
+        pin_memory=on_cuda, drop_last=len(splits.train) % bs == 1,
+    )  # fmt: skip
+    test_loader = make_loader(
+        splits.test, eval_bs, False, seed, num_workers=int(workers), pin_memory=on_cuda
+    )
+    val_loader = test_loader
+    if val_set is not splits.test:
+        val_loader = make_loader(
+            val_set, eval_bs, False, seed, num_workers=int(workers), pin_memory=on_cuda
+        )
+
+    if cfg["variant"] == "authors" and (cfg["auxiliary"] or cfg["drop_path_prob"] > 0):
+        logger.warning(
+            "variant 'authors' normally runs without auxiliary head and drop path "
+            "(auxiliary=%s, drop_path_prob=%s here)", cfg["auxiliary"], cfg["drop_path_prob"]
+        )
+    net = build_network(cfg, genotype, splits.num_classes, splits.in_channels)
+    op_dropout = OpDropout(net) if cfg["variant"] == "authors" else None
+    params = count_parameters(net, exclude_auxiliary=True)
+    mult_adds = count_mult_adds(net, (splits.in_channels, splits.image_size, splits.image_size))
+    net = net.to(device)
+    if cfg["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    model: nn.Module = torch.compile(net) if cfg["compile"] else net
+
+    optimizer = torch.optim.SGD(
+        net.parameters(),
+        lr=cfg["lr"],
+        momentum=cfg["momentum"],
+        weight_decay=cfg["weight_decay"],
+    )
+    epochs = int(cfg["epochs"])
+    if cfg["lr_schedule"] == "cosine":
+        scheduler: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=cfg["lr_min"])
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, int(cfg["lr_step_size"]), gamma=cfg["lr_gamma"]
+        )
+    use_scaler = on_cuda and cfg["amp"] and cfg["amp_dtype"] == "float16"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
+
+    start_epoch = 0
+    elapsed = 0.0
+    csv_path = out / "metrics.csv"
+    rows: list[dict[str, Any]] = []
+    if resume and existing is not None:
+        state = load_checkpoint(existing, map_location="cpu")
+        check_identity(state["identity"], ident, where=str(existing))
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and use_scaler:
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"], train_loader.generator)
+        start_epoch = int(state["epoch"])
+        elapsed = float(state.get("elapsed", 0.0))
+        rows = [r for r in _read_csv_rows(csv_path) if int(r["epoch"]) <= start_epoch]
+        logger.info("resuming %s after epoch %d of %d", out, start_epoch, epochs)
+    elif resume:
+        logger.warning("no checkpoint in %s; starting from scratch", out)
+    save_resolved_config(cfg, out)
+    _write_csv_rows(csv_path, rows)
+
+    logger.info(
+        "retraining %s on %s (%s): %.3f M params, %.1f M mult-adds, %d epochs",
+        genotype_label(cfg), cfg["dataset"], _device_name(device), params / 1e6,
+        mult_adds / 1e6, epochs,
+    )  # fmt: skip
+    val_acc = float("nan")
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        net.drop_path_prob = float(cfg["drop_path_prob"]) * epoch / epochs
+        if op_dropout is not None:
+            op_dropout.p = float(cfg["op_dropout"]) * epoch / epochs
+        if train_loader.generator is not None:
+            train_loader.generator.manual_seed(_epoch_seed(seed, epoch))
+        lr = optimizer.param_groups[0]["lr"]
+        stats = _train_epoch(model, train_loader, optimizer, scaler, criterion, cfg, device, epoch)
+        last = epoch + 1 == epochs
+        val_acc = float("nan")
+        if last or (epoch + 1) % max(1, int(cfg["eval_every"])) == 0:
+            val_acc = evaluate(model, val_loader, device, cfg, cfg["max_eval_batches"])["top1"]
+        scheduler.step()
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": _fmt(stats["train_loss"]),
+            "train_acc": _fmt(stats["train_acc"]),
+            "val_acc": _fmt(val_acc),
+            "lr": _fmt(lr),
+            "seconds": _fmt(seconds),
+            "images_per_s": _fmt(stats["images"] / max(stats["seconds"], 1e-9)),
+        }
+        rows.append(row)
+        _write_csv_rows(csv_path, rows)
+        save_checkpoint(
+            {
+                "epoch": epoch + 1,
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if use_scaler else None,
+                "rng": capture_rng_state(train_loader.generator),
+                "identity": ident,
+                "config_hash": config_hash(ident, ident.keys()),
+                "elapsed": elapsed,
+            },
+            ckpt_path,
+        )
+        logger.info(
+            "epoch %d/%d: loss %.4f, train acc %.2f%%, val acc %s, lr %.5g, %.1f s",
+            epoch + 1, epochs, stats["train_loss"], stats["train_acc"],
+            "-" if math.isnan(val_acc) else f"{val_acc:.2f}%", lr, seconds,
+        )  # fmt: skip
+        stop = cfg["stop_after_epoch"]
+        if stop is not None and epoch + 1 >= int(stop) and not last:
+            logger.info("stopping after epoch %d (stop_after_epoch); resume to go on", epoch + 1)
+            return {"stopped": True, "epochs_done": epoch + 1}
+
+    t0 = time.perf_counter()
+    test = evaluate(model, test_loader, device, cfg, cfg["max_eval_batches"])
+    elapsed += time.perf_counter() - t0
+    search_seconds, search_device = _search_cost(cfg)
+    metrics: dict[str, Any] = {
+        "genotype": genotype_label(cfg),
+        "dataset": cfg["dataset"],
+        "network": cfg["network"],
+        "variant": cfg["variant"],
+        "seed": seed,
+        "epochs": epochs,
+        "test_error": 100.0 - test["top1"],
+        "test_acc": test["top1"],
+        "test_images": test["n"],
+        "params": params,
+        "params_M": params / 1e6,
+        "mult_adds": mult_adds,
+        "mult_adds_M": mult_adds / 1e6,
+        "wall_time_s": elapsed,
+        "device": device.type,
+        "device_name": _device_name(device),
+        "final_train_loss": float(rows[-1]["train_loss"]) if rows else None,
+        "final_val_acc": None if math.isnan(val_acc) else val_acc,
+        "config_hash": config_hash(ident, ident.keys()),
+    }
+    if cfg["network"] == "imagenet":
+        metrics["test_top5_error"] = 100.0 - test["top5"]
+        metrics["test_top5_acc"] = test["top5"]
+    if search_seconds is not None:
+        metrics["search_seconds"] = search_seconds
+        metrics["search_device"] = search_device
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "metrics.json")
+    logger.info("test error %.2f%% (%s)", metrics["test_error"], out)
+    return metrics
+
+
+DATASET_PRESETS: dict[str, str] = {
+    "cifar10": "retrain_cifar10",
+    "imagenet": "retrain_imagenet",
+    "digits": "retrain_digits",
+    "fashion-mnist": "retrain_fashion_mnist",
+}
+"""The preset used by ``pyronas retrain --dataset NAME`` without ``--config``."""
+
+
+def run_retrain_cli(config: str | Path | None, overrides: Mapping[str, Any]) -> int:
+    """Entry point of ``pyronas retrain``: resolve the config, retrain, print the metrics.
+
+    Parameters
+    ----------
+    config
+        YAML file or preset name; None picks the preset of ``overrides["dataset"]`` (see
+        :data:`DATASET_PRESETS`; CIFAR-10 by default), or the built-in defaults if the presets
+        are not available (an installed, non-editable package).
+    overrides
+        Config keys given on the command line, plus ``out`` (run folder) and ``resume``.
+    """
+    overrides = dict(overrides)
+    out = overrides.pop("out", None)
+    resume = bool(overrides.pop("resume", False))
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    if config is None:
+        preset = DATASET_PRESETS.get(str(overrides.get("dataset", "cifar10")), "retrain_cifar10")
+        try:
+            preset_path(preset)
+        except ConfigError:
+            logger.warning("preset %s not found; using the built-in defaults", preset)
+            preset = None
+        cfg = load_config(preset, overrides)
+    else:
+        cfg = load_config(config, overrides)
+    if out is None:
+        label = genotype_label(cfg)
+        out = Path("runs") / "retrain" / f"{label}_{cfg['dataset']}_seed{cfg['seed']}"
+    metrics = retrain(cfg, out, resume=resume)
+    print(json.dumps(metrics, indent=2))
+    print(f"run folder: {out}")
+    return 0
