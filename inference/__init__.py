@@ -9,6 +9,7 @@ from .curvature import BACKENDS, ForwardFn, diagonal_curvature, register_backend
 from .evidence import joint_terms, laplace_log_evidence, log_evidence
 from .laplace import DiagonalLaplace, fit_diagonal_laplace
 from .type2 import Type2Config, Type2State, map_objective, run_type2
+from . import layerwise  # noqa: F401,E402  (registers the "layerwise" curvature backend)
 
 __all__ = [
     "BACKENDS",

@@ -365,6 +365,7 @@ def run_type2(
     callback: Callback | None = None,
     warmup_loader: Iterable[Batch] | None = None,
     resume: Mapping[str, Any] | None = None,
+    before_curvature: Callable[[Type2State], None] | None = None,
 ) -> Type2State:
     """Alternate MAP training, Laplace fit, hyperparameter update and pruning.
 
@@ -450,6 +451,8 @@ def run_type2(
             objective = _map_epoch(model, net, state, batches, num_data, optimizer, cfg,
                                    train_sites=True, desc=f"iter {t} epoch {epoch + 1}")
 
+        if before_curvature is not None:
+            before_curvature(state)
         held_out = list(itertools.islice(curvature_loader, cfg.curvature_batches))
         curvature = diagonal_curvature(
             forward, state.sites, held_out, likelihood=cfg.likelihood, backend=cfg.backend,

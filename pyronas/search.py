@@ -1,0 +1,501 @@
+"""BayesNAS search end to end: data -> supernet -> type-II loop -> posterior -> genotype.
+
+:func:`run_search` wires the NAS pieces (search space, supernet, data splits, a prior model file)
+to the generic engine :func:`pyronas.inference.type2.run_type2`, and writes a run folder (see
+``docs/contracts.md``): ``config.yaml``, ``metrics.csv`` (one row per type-II iteration),
+``posterior.pt``, ``genotype.json``, cell diagrams, ``posterior.nc`` and ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pyronas.config import load_config, save_resolved_config
+from pyronas.data import DataSplits, load_dataset, make_loader
+from pyronas.genotype import Genotype, GenotypeError, derive, save_genotype
+from pyronas.inference.type2 import Type2Config, Type2State, run_type2
+from pyronas.models import load_prior
+from pyronas.runs import MetricsCSV, atomic_torch_save
+from pyronas.space import SearchSpace, get_space
+from pyronas.supernet import SuperNet
+
+log = logging.getLogger(__name__)
+
+SEARCH_DEFAULTS: dict[str, Any] = {
+    "strategy": "bayesnas",
+    "prior": "hard",  # a file in models/ or a path to a model file
+    "space": "bayesnas8",
+    "dataset": "digits",
+    "data_dir": None,
+    "download": False,
+    "train_size": None,
+    "image_size": None,
+    # supernet
+    "channels": 8,
+    "layers": 5,
+    "tied": True,
+    # BayesNAS
+    "curvature": "ggn",  # ggn | fisher | exact | layerwise
+    "curvature_batches": 4,
+    "curvature_multiplier": 1.0,  # batch size reproduces the authors' summed curvature
+    "lambda_edge": 0.01,
+    "lambda_op": 0.01,
+    "t_max": 6,
+    "schedule": "paper",  # paper | released
+    "threshold": 1e-3,  # prune when gamma < threshold
+    "z_threshold": None,  # also prune when |mean| / sd < z_threshold
+    # training
+    "epochs": 1,  # MAP epochs per type-II iteration
+    "batch_size": 64,
+    "lr": 0.025,
+    "switch_lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 3e-4,
+    "grad_clip": 5.0,
+    "seed": 0,
+    "device": "auto",
+    "num_threads": None,
+    "progress": True,
+    "out": None,
+    "resume": False,
+    "bn_batches": 4,  # training batches that re-estimate batch-norm statistics per iteration
+    "posterior_draws": 25,  # per chain, for the ArviZ export
+    "loglik_batches": 1,  # validation batches of the ArviZ log likelihood
+}
+"""Schema and defaults of a search (the digits demo settings)."""
+
+SEARCH_CHOICES: dict[str, tuple[Any, ...]] = {
+    "strategy": ("bayesnas",),
+    "space": ("bayesnas8", "darts", "nb201"),
+    "dataset": ("digits", "fashion-mnist", "cifar10", "imagenet"),
+    "schedule": ("paper", "released"),
+}
+
+
+@dataclass
+class SearchResult:
+    """What a search returns (everything is also in the run folder)."""
+
+    out_dir: Path
+    genotype: Genotype
+    state: Type2State
+    records: list[dict[str, Any]]
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_search_config(
+    config_path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Defaults, then the YAML file, then the overrides; validated against the schema."""
+    from pyronas.config import validate_config
+
+    cfg = load_config(config_path, overrides, schema=SEARCH_DEFAULTS)
+    validate_config(cfg, SEARCH_DEFAULTS, SEARCH_CHOICES)
+    if cfg["out"] is not None:
+        cfg["out"] = str(cfg["out"])
+    return cfg
+
+
+def _init_hypers(prior: Any, space: SearchSpace, cfg: dict[str, Any], net: SuperNet) -> dict:
+    """Call the prior's ``init_hypers`` with the options it accepts."""
+    offered = {
+        "lambda_edge": cfg["lambda_edge"],
+        "lambda_op": cfg["lambda_op"],
+        "curvature_multiplier": cfg["curvature_multiplier"],
+        "cell_type_index": None if net.tied else net.cell_type_index,
+    }
+    params = inspect.signature(prior.init_hypers).parameters
+    return prior.init_hypers(space, **{k: v for k, v in offered.items() if k in params})
+
+
+def live_masks(space: SearchSpace, masks: dict[str, Tensor], net: SuperNet) -> tuple[Tensor, Tensor]:
+    """Per cell type, which edges and ops are alive (untied: alive in any cell of the type)."""
+    edge, op = masks["edge_switch"].cpu(), masks["op_switch"].cpu()
+    if net.tied:
+        return edge, op
+    index = net.cell_type_index.cpu()
+    types = len(space.cell_types)
+    keep_edge = torch.stack([edge[index == t].any(0) for t in range(types)])
+    keep_op = torch.stack([op[index == t].any(0) for t in range(types)])
+    return keep_edge, keep_op
+
+
+def derive_genotype(
+    space: SearchSpace, masks: dict[str, Tensor], sites: dict[str, Tensor], net: SuperNet
+) -> Genotype:
+    """The connected genotype of the live switches (connectivity rule of the paper)."""
+    keep_edge, keep_op = live_masks(space, masks, net)
+    op = sites["op_switch"].detach().abs().cpu()
+    edge = sites["edge_switch"].detach().abs().cpu()
+    scores = op * edge.unsqueeze(-1)
+    if not net.tied:
+        index = net.cell_type_index.cpu()
+        scores = torch.stack([scores[index == t].amax(0) for t in range(len(space.cell_types))])
+    return derive(space, keep_edge, keep_op, cell_type_scores=scores)
+
+
+def compact_genotype(genotype: Genotype) -> str:
+    """One-line genotype for logs and metrics.csv: ``normal: n0<-1:sep3+skip,...``."""
+    short = {
+        "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
+        "dil_conv_5x5": "dil5", "max_pool_3x3": "max", "avg_pool_3x3": "avg",
+        "skip_connect": "skip", "nor_conv_1x1": "conv1", "nor_conv_3x3": "conv3",
+    }
+    parts = []
+    for cell_type in genotype.cell_types:
+        nodes = []
+        for j, pairs in enumerate(genotype.cell(cell_type)):
+            by_src: dict[int, list[str]] = {}
+            for op, src in pairs:
+                by_src.setdefault(src, []).append(short.get(op, op))
+            if by_src:
+                edges = ",".join(f"{s}:{'+'.join(ops)}" for s, ops in sorted(by_src.items()))
+                nodes.append(f"n{j}<-{edges}")
+        parts.append(f"{cell_type}[{' '.join(nodes)}]")
+    return " ".join(parts)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    net: torch.nn.Module, sites: dict[str, Tensor], batches: Any, device: torch.device
+) -> None:
+    """Re-estimate every batch norm's running statistics at the current weights and switches.
+
+    The curvature, the Laplace fit and the validation accuracy run the supernet in eval mode,
+    where batch norms use running statistics; after a few SGD steps the exponential moving
+    averages still remember the initial weights. This resets them and takes the exact average
+    of the batch statistics over ``batches`` (a forward pass each, no gradients).
+    """
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = net.training
+    net.train()
+    for x, _ in batches:
+        net(x.to(device), sites["edge_switch"].detach(), sites["op_switch"].detach())
+    net.train(was_training)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def evaluate_supernet(
+    net: SuperNet, sites: dict[str, Tensor], loader: Any, device: torch.device
+) -> float:
+    """Accuracy of the supernet with the given switches (eval mode)."""
+    was_training = net.training
+    net.eval()
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = net(x, sites["edge_switch"], sites["op_switch"])
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+    net.train(was_training)
+    return correct / max(total, 1)
+
+
+def _loaders(splits: DataSplits, cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    pin = device.type == "cuda"
+    bs, seed = cfg["batch_size"], cfg["seed"]
+    loaders = {
+        "train": make_loader(splits.train, bs, shuffle=True, seed=seed, pin_memory=pin),
+        "search": make_loader(splits.search, bs, shuffle=True, seed=seed + 1, pin_memory=pin),
+        "val": make_loader(splits.val, 2 * bs, shuffle=False, seed=seed, pin_memory=pin),
+    }
+    if cfg["schedule"] == "released":
+        # the authors' schedule: warm-up on 10% of the training split, switches on the rest
+        n = len(splits.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        cut = max(1, n // 10)
+        warm = torch.utils.data.Subset(splits.train, order[:cut])
+        rest = torch.utils.data.Subset(splits.train, order[cut:])
+        loaders["warmup"] = make_loader(warm, bs, shuffle=True, seed=seed + 2, pin_memory=pin)
+        loaders["train"] = make_loader(rest, bs, shuffle=True, seed=seed, pin_memory=pin)
+    return loaders
+
+
+class _DeviceLoader:
+    """Moves each batch of a loader to a device (the engine moves x, y itself for MAP epochs,
+    but the curvature batches are used as given)."""
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _posterior_dict(
+    cfg: dict[str, Any], space: SearchSpace, net: SuperNet, state: Type2State, num_data: int,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    post = state.posterior
+    assert post is not None
+    cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
+    return {
+        "format": "pyronas-posterior/1",
+        "space": space.name,
+        "prior": cfg["prior"],
+        "tied": net.tied,
+        "cell_type_index": net.cell_type_index.cpu(),
+        "num_data": num_data,
+        "mean": cpu(post.mean),
+        "var": cpu(post.var),
+        "curvature": cpu(post.curvature),
+        "gamma": cpu(state.hypers["gamma"]),
+        "omega": cpu(state.hypers.get("omega", {})),
+        "alive": cpu(state.masks),
+        "history": history,
+    }
+
+
+def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> SearchResult:
+    """Run a BayesNAS search with a resolved config (see :data:`SEARCH_DEFAULTS`).
+
+    Parameters
+    ----------
+    cfg
+        Resolved configuration (:func:`resolve_search_config`).
+    out_dir
+        Run folder; default ``cfg["out"]`` or ``runs/search-<time>``.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir or cfg["out"] or time.strftime("runs/search-%Y%m%d-%H%M%S"))
+    checkpoint_path = out / "checkpoint.pt"
+    resume = None
+    if cfg["resume"]:
+        if not checkpoint_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint.pt in {out}; nothing to resume")
+        resume = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        differ = _config_difference(resume["config"], cfg)
+        if differ:
+            raise ValueError(
+                f"--resume: the checkpoint in {out} was written with a different config "
+                f"({', '.join(differ)}); start a new run folder or use the same options"
+            )
+    elif (out / "posterior.pt").exists() or checkpoint_path.exists():
+        raise FileExistsError(
+            f"{out} already holds a search run; pass --resume to continue it or choose "
+            "another --out (nothing was overwritten)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, out)
+    if cfg["num_threads"]:
+        torch.set_num_threads(cfg["num_threads"])
+    seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+
+    space = get_space(cfg["space"])
+    prior = load_prior(cfg["prior"])
+    splits = load_dataset(
+        cfg["dataset"], data_dir=cfg["data_dir"], download=cfg["download"], seed=cfg["seed"],
+        train_size=cfg["train_size"], image_size=cfg["image_size"],
+    )
+    net = SuperNet(
+        space, C=cfg["channels"], layers=cfg["layers"], num_classes=splits.num_classes,
+        in_channels=splits.in_channels, tied=cfg["tied"],
+    ).to(device)
+    hypers = _init_hypers(prior, space, cfg, net)
+    edge0, op0 = net.init_switches()
+    sites = {"edge_switch": edge0.to(device), "op_switch": op0.to(device)}
+    loaders = _loaders(splits, cfg, device)
+    num_data = len(loaders["train"].dataset)
+
+    metrics = MetricsCSV(out / "metrics.csv")
+    history: list[dict[str, Any]] = []
+    if resume is not None:
+        net.load_state_dict(resume["net"])
+        history = list(resume["history"])
+        metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
+        torch.set_rng_state(resume["rng"]["torch"])
+        np.random.set_state(resume["rng"]["numpy"])
+        random.setstate(resume["rng"]["python"])
+        log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
+
+    type2_cfg = Type2Config(
+        t_max=cfg["t_max"], epochs_per_iter=cfg["epochs"], lr=cfg["lr"], site_lr=cfg["switch_lr"],
+        momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], grad_clip=cfg["grad_clip"],
+        backend=cfg["curvature"], curvature_batches=cfg["curvature_batches"],
+        threshold=cfg["threshold"], z_threshold=cfg["z_threshold"], schedule=cfg["schedule"],
+        progress=cfg["progress"],
+    )
+
+    def on_iteration(record: dict[str, Any], state: Type2State) -> None:
+        if not np.isfinite(record["objective"]):
+            raise FloatingPointError(
+                f"the search loss became {record['objective']} at type-II iteration "
+                f"{record['iteration']}; the last good state is in {checkpoint_path} "
+                "(try a smaller --lambda-* or learning rate)"
+            )
+        try:
+            genotype = derive_genotype(space, state.masks, state.sites, net)
+            genotype_text = compact_genotype(genotype)
+        except GenotypeError as err:
+            genotype_text = f"(none: {err})"
+        val_acc = evaluate_supernet(net, state.sites, loaders["val"], device)
+        keep_edge, keep_op = live_masks(space, state.masks, net)
+        live_ops = (keep_op & keep_edge.unsqueeze(-1)).sum(dim=(1, 2))
+        row: dict[str, Any] = {
+            "iteration": record["iteration"],
+            "log_evidence": record["log_evidence"],
+            "train_objective": record["objective"],
+            "val_acc": val_acc,
+        }
+        for t, name in enumerate(space.cell_types):
+            row[f"live_edges_{name}"] = int(keep_edge[t].sum())
+            row[f"live_ops_{name}"] = int(live_ops[t])
+        row["seconds"] = record["wall_time"]
+        row["genotype"] = genotype_text
+        metrics.append(row)
+        history.append({
+            "iteration": record["iteration"],
+            "log_evidence": record["log_evidence"],
+            "gamma": {k: v.detach().cpu().clone() for k, v in state.hypers["gamma"].items()},
+            "mean": {k: v.detach().cpu().clone() for k, v in state.sites.items()},
+        })
+        live = ", ".join(f"{n} {row[f'live_ops_{n}']}" for n in space.cell_types)
+        log.info(
+            "iteration %d/%d  log evidence %.2f  val acc %.3f  live ops: %s  genotype: %s",
+            record["iteration"], cfg["t_max"], record["log_evidence"], val_acc, live,
+            genotype_text,
+        )
+        _save_checkpoint(checkpoint_path, cfg, net, state, history)
+
+    def before_curvature(state: Type2State) -> None:
+        batches = itertools.islice(loaders["train"], cfg["bn_batches"])
+        recalibrate_batchnorm(net, state.sites, batches, device)
+
+    state = run_type2(
+        prior, net, sites, hypers, _DeviceLoader(loaders["train"], device),
+        _DeviceLoader(loaders["search"], device), num_data, config=type2_cfg,
+        callback=on_iteration,
+        warmup_loader=_DeviceLoader(loaders["warmup"], device) if "warmup" in loaders else None,
+        resume=None if resume is None else resume["type2"],
+        before_curvature=before_curvature if cfg["bn_batches"] else None,
+    )
+    if state.posterior is None:
+        raise ValueError("t_max must be at least 1: the search ran no type-II iteration")
+
+    genotype = derive_genotype(space, state.masks, state.sites, net)
+    genotype = Genotype(
+        genotype.normal, genotype.normal_concat, genotype.reduce, genotype.reduce_concat,
+        num_inputs=genotype.num_inputs, space=space.name,
+    )
+    save_genotype(genotype, out / "genotype.json")
+    posterior = _posterior_dict(cfg, space, net, state, num_data, history)
+    atomic_torch_save(posterior, out / "posterior.pt")
+    _write_extras(out, genotype, posterior, space, net, loaders["val"], cfg, device)
+    seconds = time.perf_counter() - start
+    log.info("search finished in %.1f s; run folder %s", seconds, out)
+    return SearchResult(out, genotype, state, state.records, seconds)
+
+
+# keys that may change between a run and its resumption
+_RUNTIME_KEYS = {"resume", "progress", "device", "num_threads", "out", "t_max"}
+
+
+def _config_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    keys = (set(saved) | set(current)) - _RUNTIME_KEYS
+    return sorted(
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
+        if saved.get(k) != current.get(k)
+    )
+
+
+def _save_checkpoint(
+    path: Path, cfg: dict[str, Any], net: SuperNet, state: Type2State,
+    history: list[dict[str, Any]],
+) -> None:
+    atomic_torch_save(
+        {
+            "config": cfg,
+            "net": net.state_dict(),
+            "type2": {
+                "sites": {k: v.detach().cpu() for k, v in state.sites.items()},
+                "masks": {k: v.cpu() for k, v in state.masks.items()},
+                "hypers": state.hypers,
+                "records": state.records,
+                "iteration": state.iteration,
+                "optimizer": state.optimizer.state_dict() if state.optimizer else None,
+            },
+            "history": history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        },
+        path,
+    )
+
+
+def _write_extras(
+    out: Path, genotype: Genotype, posterior: dict[str, Any], space: SearchSpace,
+    net: SuperNet, val_loader: Any, cfg: dict[str, Any], device: torch.device,
+) -> None:
+    """Cell diagrams and the ArviZ file (their failure must not lose the finished search)."""
+    from pyronas.diagram import draw_genotype
+
+    try:
+        draw_genotype(genotype, out / "cell.png")
+    except Exception as err:  # drawing is a convenience: the genotype is already saved
+        log.warning("could not draw the cells: %s", err)
+    try:
+        from pyronas.arviz import heldout_log_likelihood, save_arviz, to_arviz
+
+        heldout = list(itertools.islice(val_loader, cfg["loglik_batches"]))
+        loglik = heldout_log_likelihood(
+            net, posterior, heldout, num_chains=2, num_draws=cfg["posterior_draws"],
+            seed=cfg["seed"],
+        )
+        idata = to_arviz(
+            posterior, space, num_chains=2, num_draws=cfg["posterior_draws"], seed=cfg["seed"],
+            log_likelihood=loglik,
+        )
+        save_arviz(idata, out / "posterior.nc")
+    except Exception as err:
+        log.warning("could not write posterior.nc: %s", err)
+
+
+def run_search_cli(config_path: str | Path | None, overrides: dict[str, Any]) -> int:
+    """``pyronas search``: resolve the config, run, print where the results are."""
+    cfg = resolve_search_config(config_path, overrides)
+    result = run_search(cfg)
+    print(f"genotype: {compact_genotype(result.genotype)}")
+    print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")
+    return 0
