@@ -4,12 +4,12 @@ Knows nothing about neural architecture search: it works on named tensors ("site
 model that follows the model-file convention (see ``docs/contracts.md``).
 """
 
+from . import layerwise  # noqa: F401,E402  (registers the "layerwise" curvature backend)
 from .ard import ArdUpdate, group_ard_update
 from .curvature import BACKENDS, ForwardFn, diagonal_curvature, register_backend
 from .evidence import joint_terms, laplace_log_evidence, log_evidence
 from .laplace import DiagonalLaplace, fit_diagonal_laplace
 from .type2 import Type2Config, Type2State, map_objective, run_type2
-from . import layerwise  # noqa: F401,E402  (registers the "layerwise" curvature backend)
 
 __all__ = [
     "BACKENDS",

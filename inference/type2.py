@@ -14,7 +14,8 @@ One iteration (Algorithm 1 of BayesNAS, in generic form):
 4. Hyperparameters: ``model.update_hypers(posterior, hypers)`` when defined (closed form), else
    ``hyper_steps`` Adam steps of gradient ascent on the Laplace evidence w.r.t. the learnable
    hyperparameters (tensors in ``hypers`` that require grad, or named in ``hypers["learnable"]``;
-   they must be positive and are optimised in log space).
+   they must be positive and are optimised in log space, except those under a key starting
+   with ``log_``, which are already unconstrained and optimised as they are).
 5. Prune: site elements whose prior variance ``gamma`` falls below ``threshold`` (and, if set,
    whose posterior z-score ``|mean|/sd`` falls below ``z_threshold``) are set to 0 and frozen.
 
@@ -95,6 +96,9 @@ class Type2Config:
         Adam step size (in log space) and number of steps of the evidence-gradient update.
     progress : bool
         Show a progress bar per epoch (also off when ``PYRONAS_NO_PROGRESS`` is set).
+    proximal : bool
+        When the model file defines ``map_proximal(sites, hypers, step)``, apply the penalty by
+        a proximal step after each SGD step (exact zeros) instead of its subgradient.
     """
 
     t_max: int = 10
@@ -117,6 +121,7 @@ class Type2Config:
     hyper_lr: float = 0.05
     hyper_steps: int = 50
     progress: bool = True
+    proximal: bool = True
 
     def __post_init__(self) -> None:
         if self.schedule not in ("paper", "released"):
@@ -156,13 +161,17 @@ def map_objective(
     y: Tensor,
     hypers: Mapping[str, Any],
     num_data: int,
+    include_penalty: bool = True,
 ) -> Tensor:
-    """MAP loss of one batch: mean NLL + ``map_penalty`` (or ``-log_prior / num_data``)."""
+    """MAP loss of one batch: mean NLL + ``map_penalty`` (or ``-log_prior / num_data``).
+
+    ``include_penalty=False`` leaves ``map_penalty`` out (the proximal step applies it).
+    """
     trace = trace_model(model, net, x, y, sites, hypers, num_data)
     loss = -trace_log_likelihood(trace) / num_data
     penalty = getattr(model, "map_penalty", None)
     if penalty is not None:
-        return loss + penalty(dict(sites), hypers)
+        return loss + penalty(dict(sites), hypers) if include_penalty else loss
     return loss - trace_log_prior(trace, sites) / num_data
 
 
@@ -192,11 +201,14 @@ def _map_epoch(
         net.train()
     device = next(iter(state.sites.values())).device
     weights = _weights(net)
+    proximal = getattr(model, "map_proximal", None) if cfg.proximal else None
+    site_lr = cfg.site_lr if cfg.site_lr is not None else cfg.lr
     total, count = 0.0, 0
     for x, y in tqdm(batches, desc=desc, leave=False, disable=not _show_progress(cfg)):
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = map_objective(model, net, state.sites, x, y, state.hypers, num_data)
+        loss = map_objective(model, net, state.sites, x, y, state.hypers, num_data,
+                             include_penalty=proximal is None)
         loss.backward()
         for name, site in state.sites.items():
             if not train_sites:
@@ -207,6 +219,12 @@ def _map_epoch(
             nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
         optimizer.step()
         with torch.no_grad():
+            if proximal is not None and train_sites:
+                # heavy-ball SGD moves by about lr / (1 - momentum) per step: shrink as much
+                shrunk = proximal({k: v.detach() for k, v in state.sites.items()}, state.hypers,
+                                  site_lr / (1.0 - cfg.momentum))
+                for name, site in state.sites.items():
+                    site.copy_(shrunk[name])
             for name, site in state.sites.items():
                 site.mul_(state.masks[name])
         total += float(loss.detach())
@@ -269,16 +287,25 @@ def evidence_gradient_update(
     if not learnable:
         logger.debug("no learnable hyperparameters: nothing to update")
         return hypers
-    for path, value in learnable:
-        if (value <= 0).any():
+    # a hyperparameter whose key starts with "log_" is already unconstrained
+    free = [any(key.startswith("log_") for key in path) for path, _ in learnable]
+    for (path, value), is_free in zip(learnable, free, strict=True):
+        if not is_free and (value <= 0).any():
             raise ValueError(f"learnable hyperparameter {'/'.join(path)} must be positive")
-    logs = [value.detach().log().requires_grad_(True) for _, value in learnable]
+    logs = [
+        (value.detach().clone() if is_free else value.detach().log()).requires_grad_(True)
+        for (_, value), is_free in zip(learnable, free, strict=True)
+    ]
     optimizer = torch.optim.Adam(logs, lr=lr)
     sites = {k: v.detach() for k, v in sites.items()}
+
+    def constrained(log_value: Tensor, is_free: bool) -> Tensor:
+        return log_value if is_free else log_value.exp()
+
     for _ in range(steps):
         current = hypers
-        for (path, _), log_value in zip(learnable, logs, strict=True):
-            current = _replace(current, path, log_value.exp())
+        for (path, _), log_value, is_free in zip(learnable, logs, free, strict=True):
+            current = _replace(current, path, constrained(log_value, is_free))
         evidence = laplace_log_evidence(
             model, net, batches[:1], sites, current, curvature, num_data
         )
@@ -288,8 +315,9 @@ def evidence_gradient_update(
             log_value.grad = torch.zeros_like(log_value) if g is None else g
         optimizer.step()
     out = hypers
-    for (path, value), log_value in zip(learnable, logs, strict=True):
-        out = _replace(out, path, log_value.detach().exp().requires_grad_(value.requires_grad))
+    for (path, value), log_value, is_free in zip(learnable, logs, free, strict=True):
+        new_value = constrained(log_value.detach(), is_free)
+        out = _replace(out, path, new_value.requires_grad_(value.requires_grad))
     return out
 
 

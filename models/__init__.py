@@ -37,7 +37,12 @@ __all__ = ["load_prior", "list_priors", "validate_prior", "REQUIRED", "OPTIONAL"
 REQUIRED: tuple[str, ...] = ("SITES", "init_hypers", "model")
 """Names every prior file must define."""
 
-OPTIONAL: tuple[str, ...] = ("update_hypers", "map_penalty", "effective_gamma")
+OPTIONAL: tuple[str, ...] = (
+    "update_hypers",
+    "map_penalty",
+    "map_proximal",
+    "effective_gamma",
+)
 """Functions a prior file may define; they must be callable when present."""
 
 _HERE = Path(__file__).resolve().parent

@@ -57,6 +57,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
+
 from pyronas.models._common import (
     SITES,
     ard_site_update,
@@ -64,12 +66,11 @@ from pyronas.models._common import (
     filled,
     gaussian_switch_prior,
     group_lasso,
+    group_soft_threshold,
     observe,
     sample_switches,
     to_switches,
 )
-from torch import Tensor
-
 from pyronas.space import SearchSpace
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "model",
     "update_hypers",
     "map_penalty",
+    "map_proximal",
     "effective_gamma",
     "apply_hierarchy",
 ]
@@ -219,6 +221,11 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
     new["gamma_own"] = own
     new["omega"] = omega
     return new
+
+
+def map_proximal(switches: dict[str, Tensor], hypers: dict[str, Any], step: float) -> dict:
+    """Proximal step of :func:`map_penalty` (group soft-threshold) for proximal SGD."""
+    return group_soft_threshold(switches, hypers, step)
 
 
 def map_penalty(switches: dict[str, Tensor], hypers: dict[str, Any]) -> Tensor:

@@ -42,6 +42,8 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
+from torch import Tensor
+
 from pyronas.models._common import (
     HYPER_DTYPE,
     SITES,
@@ -52,8 +54,6 @@ from pyronas.models._common import (
     sample_switches,
     to_switches,
 )
-from torch import Tensor
-
 from pyronas.space import SearchSpace
 
 __all__ = ["SITES", "init_hypers", "model", "effective_gamma", "log_hyperprior"]

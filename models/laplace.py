@@ -29,9 +29,9 @@ from typing import Any
 
 import pyro.distributions as dist
 import torch
-from pyronas.models._common import SITES, base_hypers, filled, observe, sample_switches
 from torch import Tensor
 
+from pyronas.models._common import SITES, base_hypers, filled, observe, sample_switches
 from pyronas.space import SearchSpace
 
 __all__ = ["SITES", "init_hypers", "model", "effective_gamma", "DEFAULT_SCALE"]

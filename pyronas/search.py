@@ -136,7 +136,9 @@ def _init_hypers(prior: Any, space: SearchSpace, cfg: dict[str, Any], net: Super
     return prior.init_hypers(space, **{k: v for k, v in offered.items() if k in params})
 
 
-def live_masks(space: SearchSpace, masks: dict[str, Tensor], net: SuperNet) -> tuple[Tensor, Tensor]:
+def live_masks(
+    space: SearchSpace, masks: dict[str, Tensor], net: SuperNet
+) -> tuple[Tensor, Tensor]:
     """Per cell type, which edges and ops are alive (untied: alive in any cell of the type)."""
     edge, op = masks["edge_switch"].cpu(), masks["op_switch"].cpu()
     if net.tied:
@@ -165,9 +167,15 @@ def derive_genotype(
 def compact_genotype(genotype: Genotype) -> str:
     """One-line genotype for logs and metrics.csv: ``normal: n0<-1:sep3+skip,...``."""
     short = {
-        "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
-        "dil_conv_5x5": "dil5", "max_pool_3x3": "max", "avg_pool_3x3": "avg",
-        "skip_connect": "skip", "nor_conv_1x1": "conv1", "nor_conv_3x3": "conv3",
+        "sep_conv_3x3": "sep3",
+        "sep_conv_5x5": "sep5",
+        "dil_conv_3x3": "dil3",
+        "dil_conv_5x5": "dil5",
+        "max_pool_3x3": "max",
+        "avg_pool_3x3": "avg",
+        "skip_connect": "skip",
+        "nor_conv_1x1": "conv1",
+        "nor_conv_3x3": "conv3",
     }
     parts = []
     for cell_type in genotype.cell_types:
@@ -261,7 +269,11 @@ class _DeviceLoader:
 
 
 def _posterior_dict(
-    cfg: dict[str, Any], space: SearchSpace, net: SuperNet, state: Type2State, num_data: int,
+    cfg: dict[str, Any],
+    space: SearchSpace,
+    net: SuperNet,
+    state: Type2State,
+    num_data: int,
     history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     post = state.posterior
@@ -323,12 +335,20 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     space = get_space(cfg["space"])
     prior = load_prior(cfg["prior"])
     splits = load_dataset(
-        cfg["dataset"], data_dir=cfg["data_dir"], download=cfg["download"], seed=cfg["seed"],
-        train_size=cfg["train_size"], image_size=cfg["image_size"],
+        cfg["dataset"],
+        data_dir=cfg["data_dir"],
+        download=cfg["download"],
+        seed=cfg["seed"],
+        train_size=cfg["train_size"],
+        image_size=cfg["image_size"],
     )
     net = SuperNet(
-        space, C=cfg["channels"], layers=cfg["layers"], num_classes=splits.num_classes,
-        in_channels=splits.in_channels, tied=cfg["tied"],
+        space,
+        C=cfg["channels"],
+        layers=cfg["layers"],
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        tied=cfg["tied"],
     ).to(device)
     hypers = _init_hypers(prior, space, cfg, net)
     edge0, op0 = net.init_switches()
@@ -348,10 +368,18 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
 
     type2_cfg = Type2Config(
-        t_max=cfg["t_max"], epochs_per_iter=cfg["epochs"], lr=cfg["lr"], site_lr=cfg["switch_lr"],
-        momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], grad_clip=cfg["grad_clip"],
-        backend=cfg["curvature"], curvature_batches=cfg["curvature_batches"],
-        threshold=cfg["threshold"], z_threshold=cfg["z_threshold"], schedule=cfg["schedule"],
+        t_max=cfg["t_max"],
+        epochs_per_iter=cfg["epochs"],
+        lr=cfg["lr"],
+        site_lr=cfg["switch_lr"],
+        momentum=cfg["momentum"],
+        weight_decay=cfg["weight_decay"],
+        grad_clip=cfg["grad_clip"],
+        backend=cfg["curvature"],
+        curvature_batches=cfg["curvature_batches"],
+        threshold=cfg["threshold"],
+        z_threshold=cfg["z_threshold"],
+        schedule=cfg["schedule"],
         progress=cfg["progress"],
     )
 
@@ -382,16 +410,22 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         row["seconds"] = record["wall_time"]
         row["genotype"] = genotype_text
         metrics.append(row)
-        history.append({
-            "iteration": record["iteration"],
-            "log_evidence": record["log_evidence"],
-            "gamma": {k: v.detach().cpu().clone() for k, v in state.hypers["gamma"].items()},
-            "mean": {k: v.detach().cpu().clone() for k, v in state.sites.items()},
-        })
+        history.append(
+            {
+                "iteration": record["iteration"],
+                "log_evidence": record["log_evidence"],
+                "gamma": {k: v.detach().cpu().clone() for k, v in state.hypers["gamma"].items()},
+                "mean": {k: v.detach().cpu().clone() for k, v in state.sites.items()},
+            }
+        )
         live = ", ".join(f"{n} {row[f'live_ops_{n}']}" for n in space.cell_types)
         log.info(
             "iteration %d/%d  log evidence %.2f  val acc %.3f  live ops: %s  genotype: %s",
-            record["iteration"], cfg["t_max"], record["log_evidence"], val_acc, live,
+            record["iteration"],
+            cfg["t_max"],
+            record["log_evidence"],
+            val_acc,
+            live,
             genotype_text,
         )
         _save_checkpoint(checkpoint_path, cfg, net, state, history)
@@ -401,8 +435,14 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         recalibrate_batchnorm(net, state.sites, batches, device)
 
     state = run_type2(
-        prior, net, sites, hypers, _DeviceLoader(loaders["train"], device),
-        _DeviceLoader(loaders["search"], device), num_data, config=type2_cfg,
+        prior,
+        net,
+        sites,
+        hypers,
+        _DeviceLoader(loaders["train"], device),
+        _DeviceLoader(loaders["search"], device),
+        num_data,
+        config=type2_cfg,
         callback=on_iteration,
         warmup_loader=_DeviceLoader(loaders["warmup"], device) if "warmup" in loaders else None,
         resume=None if resume is None else resume["type2"],
@@ -413,8 +453,12 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
 
     genotype = derive_genotype(space, state.masks, state.sites, net)
     genotype = Genotype(
-        genotype.normal, genotype.normal_concat, genotype.reduce, genotype.reduce_concat,
-        num_inputs=genotype.num_inputs, space=space.name,
+        genotype.normal,
+        genotype.normal_concat,
+        genotype.reduce,
+        genotype.reduce_concat,
+        num_inputs=genotype.num_inputs,
+        space=space.name,
     )
     save_genotype(genotype, out / "genotype.json")
     posterior = _posterior_dict(cfg, space, net, state, num_data, history)
@@ -432,13 +476,17 @@ _RUNTIME_KEYS = {"resume", "progress", "device", "num_threads", "out", "t_max"}
 def _config_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = (set(saved) | set(current)) - _RUNTIME_KEYS
     return sorted(
-        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in keys
         if saved.get(k) != current.get(k)
     )
 
 
 def _save_checkpoint(
-    path: Path, cfg: dict[str, Any], net: SuperNet, state: Type2State,
+    path: Path,
+    cfg: dict[str, Any],
+    net: SuperNet,
+    state: Type2State,
     history: list[dict[str, Any]],
 ) -> None:
     atomic_torch_save(
@@ -465,8 +513,14 @@ def _save_checkpoint(
 
 
 def _write_extras(
-    out: Path, genotype: Genotype, posterior: dict[str, Any], space: SearchSpace,
-    net: SuperNet, val_loader: Any, cfg: dict[str, Any], device: torch.device,
+    out: Path,
+    genotype: Genotype,
+    posterior: dict[str, Any],
+    space: SearchSpace,
+    net: SuperNet,
+    val_loader: Any,
+    cfg: dict[str, Any],
+    device: torch.device,
 ) -> None:
     """Cell diagrams and the ArviZ file (their failure must not lose the finished search)."""
     from pyronas.diagram import draw_genotype
@@ -480,11 +534,19 @@ def _write_extras(
 
         heldout = list(itertools.islice(val_loader, cfg["loglik_batches"]))
         loglik = heldout_log_likelihood(
-            net, posterior, heldout, num_chains=2, num_draws=cfg["posterior_draws"],
+            net,
+            posterior,
+            heldout,
+            num_chains=2,
+            num_draws=cfg["posterior_draws"],
             seed=cfg["seed"],
         )
         idata = to_arviz(
-            posterior, space, num_chains=2, num_draws=cfg["posterior_draws"], seed=cfg["seed"],
+            posterior,
+            space,
+            num_chains=2,
+            num_draws=cfg["posterior_draws"],
+            seed=cfg["seed"],
             log_likelihood=loglik,
         )
         save_arviz(idata, out / "posterior.nc")

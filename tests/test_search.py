@@ -1,0 +1,108 @@
+"""End-to-end BayesNAS search on digits at a tiny size: run folder, determinism, resume."""
+
+import csv
+
+import pytest
+import torch
+
+from pyronas.genotype import load_genotype, validate
+from pyronas.search import resolve_search_config, run_search
+
+TINY = {
+    "dataset": "digits",
+    "train_size": 400,
+    "channels": 4,
+    "layers": 3,
+    "batch_size": 50,
+    "t_max": 2,
+    "curvature_batches": 1,
+    "bn_batches": 1,
+    "posterior_draws": 3,
+    "progress": False,
+    "num_threads": 1,
+}
+
+
+def _search(tmp_path, name, **extra):
+    cfg = resolve_search_config(None, {**TINY, **extra, "out": str(tmp_path / name)})
+    return run_search(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return _search(tmp_path_factory.mktemp("search"), "run")
+
+
+def test_run_folder_holds_every_artefact(tiny_run):
+    out = tiny_run.out_dir
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "posterior.pt",
+        "genotype.json",
+        "checkpoint.pt",
+        "posterior.nc",
+        "cell_normal.png",
+        "cell_reduce.png",
+    ):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert all(float(r["log_evidence"]) < 0 for r in rows)
+    genotype = load_genotype(out / "genotype.json")
+    validate(genotype)
+    assert genotype.space == "bayesnas8"
+
+
+def test_posterior_file_follows_the_contract(tiny_run):
+    post = torch.load(tiny_run.out_dir / "posterior.pt", weights_only=False)
+    assert post["format"] == "pyronas-posterior/1"
+    assert post["mean"]["op_switch"].shape == (2, 8, 7)
+    assert post["var"]["edge_switch"].shape == (2, 8)
+    assert (post["var"]["op_switch"] > 0).all()
+    assert (post["curvature"]["op_switch"] >= 0).all()
+    assert len(post["history"]) == 2
+    # pruned switches are exactly zero
+    dead = ~post["alive"]["op_switch"]
+    assert (post["mean"]["op_switch"][dead] == 0).all()
+
+
+def test_same_seed_gives_the_same_genotype(tiny_run, tmp_path):
+    again = _search(tmp_path, "again")
+    assert again.genotype == tiny_run.genotype
+    first = torch.load(tiny_run.out_dir / "posterior.pt", weights_only=False)
+    second = torch.load(again.out_dir / "posterior.pt", weights_only=False)
+    torch.testing.assert_close(first["mean"]["op_switch"], second["mean"]["op_switch"])
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    cfg = resolve_search_config(None, {**TINY, "out": str(tiny_run.out_dir)})
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_search(cfg)
+
+
+def test_resume_continues_after_the_last_iteration(tmp_path):
+    _search(tmp_path, "r", t_max=1)
+    result = _search(tmp_path, "r", t_max=2, resume=True)
+    rows = list(csv.DictReader((result.out_dir / "metrics.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert [r["iteration"] for r in result.records] == [1, 2]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    _search(tmp_path, "r", t_max=1)
+    with pytest.raises(ValueError, match="lambda_op"):
+        _search(tmp_path, "r", t_max=2, resume=True, lambda_op=0.5)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lambda_ege: 0.01\n")
+    with pytest.raises(ValueError, match="lambda_ege.*lambda_edge"):
+        resolve_search_config(path, {})
+
+
+@pytest.mark.parametrize("prior", ["ard", "laplace", "horseshoe"])
+def test_every_prior_runs_a_search(tmp_path, prior):
+    result = _search(tmp_path, prior, prior=prior, t_max=1, train_size=200)
+    assert (result.out_dir / "genotype.json").exists()
