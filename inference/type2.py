@@ -220,9 +220,8 @@ def _map_epoch(
         optimizer.step()
         with torch.no_grad():
             if proximal is not None and train_sites:
-                # heavy-ball SGD moves by about lr / (1 - momentum) per step: shrink as much
                 shrunk = proximal({k: v.detach() for k, v in state.sites.items()}, state.hypers,
-                                  site_lr / (1.0 - cfg.momentum))
+                                  site_lr)
                 for name, site in state.sites.items():
                     site.copy_(shrunk[name])
             for name, site in state.sites.items():

@@ -54,12 +54,13 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "t_max": 6,
     "schedule": "paper",  # paper | released
     "threshold": 1e-3,  # prune when gamma < threshold
-    "z_threshold": None,  # also prune when |mean| / sd < z_threshold
+    "z_threshold": None,  # also prune during the search when |mean| / sd < z_threshold
+    "z_select": 2.0,  # the genotype keeps switches with |mean| / sd >= z_select (None: all live)
     # training
     "epochs": 1,  # MAP epochs per type-II iteration
-    "batch_size": 64,
+    "batch_size": 32,
     "lr": 0.025,
-    "switch_lr": 0.01,
+    "switch_lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 3e-4,
     "grad_clip": 5.0,
@@ -151,9 +152,20 @@ def live_masks(
 
 
 def derive_genotype(
-    space: SearchSpace, masks: dict[str, Tensor], sites: dict[str, Tensor], net: SuperNet
+    space: SearchSpace,
+    masks: dict[str, Tensor],
+    sites: dict[str, Tensor],
+    net: SuperNet,
+    z_scores: dict[str, Tensor] | None = None,
+    z_select: float | None = None,
 ) -> Genotype:
-    """The connected genotype of the live switches (connectivity rule of the paper)."""
+    """The connected genotype of the live switches (connectivity rule of the paper).
+
+    With ``z_scores`` (Laplace ``|mean| / sd`` per switch) and ``z_select``, a switch must also
+    reach ``z_select`` to be kept.
+    """
+    if z_scores is not None and z_select is not None:
+        masks = {k: masks[k] & (z_scores[k].to(masks[k].device) >= z_select) for k in masks}
     keep_edge, keep_op = live_masks(space, masks, net)
     op = sites["op_switch"].detach().abs().cpu()
     edge = sites["edge_switch"].detach().abs().cpu()
@@ -391,7 +403,9 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
                 "(try a smaller --lambda-* or learning rate)"
             )
         try:
-            genotype = derive_genotype(space, state.masks, state.sites, net)
+            genotype = derive_genotype(
+                space, state.masks, state.sites, net, state.posterior.z_score(), cfg["z_select"]
+            )
             genotype_text = compact_genotype(genotype)
         except GenotypeError as err:
             genotype_text = f"(none: {err})"
@@ -451,7 +465,9 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     if state.posterior is None:
         raise ValueError("t_max must be at least 1: the search ran no type-II iteration")
 
-    genotype = derive_genotype(space, state.masks, state.sites, net)
+    genotype = derive_genotype(
+        space, state.masks, state.sites, net, state.posterior.z_score(), cfg["z_select"]
+    )
     genotype = Genotype(
         genotype.normal,
         genotype.normal_concat,
