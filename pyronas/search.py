@@ -479,7 +479,9 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     save_genotype(genotype, out / "genotype.json")
     posterior = _posterior_dict(cfg, space, net, state, num_data, history)
     atomic_torch_save(posterior, out / "posterior.pt")
-    _write_extras(out, genotype, posterior, space, net, loaders["val"], cfg, device)
+    _write_extras(
+        out, genotype, posterior, space, net, loaders["val"], cfg, device, prior, state.hypers
+    )
     seconds = time.perf_counter() - start
     log.info("search finished in %.1f s; run folder %s", seconds, out)
     return SearchResult(out, genotype, state, state.records, seconds)
@@ -537,6 +539,8 @@ def _write_extras(
     val_loader: Any,
     cfg: dict[str, Any],
     device: torch.device,
+    prior: Any,
+    hypers: dict[str, Any],
 ) -> None:
     """Cell diagrams and the ArviZ file (their failure must not lose the finished search)."""
     from pyronas.diagram import draw_genotype
@@ -546,7 +550,7 @@ def _write_extras(
     except Exception as err:  # drawing is a convenience: the genotype is already saved
         log.warning("could not draw the cells: %s", err)
     try:
-        from pyronas.arviz import heldout_log_likelihood, save_arviz, to_arviz
+        from pyronas.arviz import heldout_log_likelihood, sample_prior, save_arviz, to_arviz
 
         heldout = list(itertools.islice(val_loader, cfg["loglik_batches"]))
         loglik = heldout_log_likelihood(
@@ -557,13 +561,13 @@ def _write_extras(
             num_draws=cfg["posterior_draws"],
             seed=cfg["seed"],
         )
+        prior_draws = sample_prior(
+            prior, hypers, num_chains=2, num_draws=cfg["posterior_draws"], seed=cfg["seed"],
+            cell_type_index=None if net.tied else net.cell_type_index,
+        )
         idata = to_arviz(
-            posterior,
-            space,
-            num_chains=2,
-            num_draws=cfg["posterior_draws"],
-            seed=cfg["seed"],
-            log_likelihood=loglik,
+            posterior, space, num_chains=2, num_draws=cfg["posterior_draws"], seed=cfg["seed"],
+            log_likelihood=loglik, prior_draws=prior_draws,
         )
         save_arviz(idata, out / "posterior.nc")
     except Exception as err:
