@@ -230,7 +230,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loss.backward()
         return loss
 
-    lbfgs.step(closure)
+    # one LBFGS.step can stop early (tolerance on the change, not the gradient): repeat until
+    # the gradient of the negative log posterior is small
+    for _ in range(20):
+        lbfgs.step(closure)
+        if s_map.grad is not None and float(s_map.grad.norm()) < 1e-4:
+            break
     s_map = s_map.detach()
     grad_norm = float(torch.func.grad(
         lambda s: nll_sum(s) + 0.5 * (s**2).sum() / args.gamma)(s_map).norm())

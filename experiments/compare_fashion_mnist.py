@@ -1,0 +1,162 @@
+"""Does the search find something? Found cells vs random cells of the same size on Fashion-MNIST.
+
+For every seed: a BayesNAS search on a Fashion-MNIST subset, then the found cell and
+``--random-cells`` random cells of the same space are retrained with the same budget. A random
+cell has, per cell type, as many live ops as the found cell, placed uniformly at random over the
+space's (edge, op) positions (then the connectivity rule), so the comparison is at equal size.
+Prints a markdown table (mean +/- sd over seeds) and writes it into ``docs/results.md`` between
+the markers ``<!-- fashion-compare:start -->`` and ``<!-- fashion-compare:end -->``
+(``--results-md``).
+
+    python experiments/compare_fashion_mnist.py --seeds 0 1 2 --out runs/compare
+    python experiments/compare_fashion_mnist.py --smoke --dataset digits --out /tmp/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyronas.config import load_config
+from pyronas.genotype import Genotype, derive, live_mask, load_genotype, save_genotype
+from pyronas.search import resolve_search_config, run_search
+from pyronas.space import get_space
+from pyronas.train import retrain
+
+SEARCH = {"train_size": 2000, "image_size": 16, "channels": 8, "layers": 5, "t_max": 6}
+RETRAIN = {"train_size": 2000, "image_size": 16, "C": 8, "layers": 5, "epochs": 6}
+SMOKE_SEARCH = {"train_size": 200, "channels": 4, "layers": 3, "t_max": 1, "batch_size": 50,
+                "curvature_batches": 1, "bn_batches": 1, "posterior_draws": 2}
+SMOKE_RETRAIN = {"train_size": 200, "C": 4, "layers": 3, "epochs": 1}
+
+
+def random_cell_like(genotype: Genotype, space_name: str, seed: int) -> Genotype:
+    """A random genotype of ``space_name`` with as many live ops per cell type as ``genotype``."""
+    space = get_space(space_name)
+    _, keep_op = live_mask(space, genotype)
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(keep_op.shape, dtype=bool)
+    for t in range(keep.shape[0]):
+        count = int(keep_op[t].sum())
+        flat = rng.choice(keep[t].size, size=count, replace=False)
+        keep[t].flat[flat] = True
+    keep_edge = keep.any(axis=2)
+    scores = rng.random(keep.shape)
+    return derive(space, keep_edge, keep, cell_type_scores=scores)
+
+
+def _retrain(genotype_path: Path, dataset: str, seed: int, out: Path, extra: dict) -> float:
+    if (out / "metrics.json").exists():
+        return json.loads((out / "metrics.json").read_text())["test_acc"]
+    preset = "retrain_fashion_mnist" if dataset == "fashion-mnist" else "retrain_digits"
+    cfg = load_config(preset, {**extra, "genotype": str(genotype_path), "seed": seed,
+                               "dataset": dataset, "progress": False, "num_threads": 1})
+    return float(retrain(cfg, out)["test_acc"])
+
+
+def _count_skips(genotype: Genotype) -> int:
+    return sum(op == "skip_connect" for pairs in genotype.normal for op, _ in pairs)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    search_extra = SMOKE_SEARCH if args.smoke else SEARCH
+    retrain_extra = SMOKE_RETRAIN if args.smoke else RETRAIN
+    if args.dataset == "digits":
+        search_extra = {k: v for k, v in search_extra.items() if k != "image_size"}
+        retrain_extra = {k: v for k, v in retrain_extra.items() if k != "image_size"}
+    results: dict[str, list[float]] = {"found": [], "random": []}
+    rows = []
+    for seed in args.seeds:
+        run_dir = args.out / f"seed{seed}"
+        search_dir = run_dir / "search"
+        if not (search_dir / "genotype.json").exists():
+            cfg = resolve_search_config(None, {
+                **search_extra, "dataset": args.dataset, "prior": args.prior, "seed": seed,
+                "out": str(search_dir), "progress": False, "num_threads": 1,
+                "resume": (search_dir / "checkpoint.pt").exists(),
+            })
+            run_search(cfg)
+        found = load_genotype(search_dir / "genotype.json")
+        found_acc = _retrain(search_dir / "genotype.json", args.dataset, seed,
+                             run_dir / "retrain_found", retrain_extra)
+        random_accs = []
+        for r in range(args.random_cells):
+            cell = random_cell_like(found, found.space or "bayesnas8", seed=1000 + r)
+            path = save_genotype(cell, run_dir / f"random{r}.json")
+            random_accs.append(_retrain(path, args.dataset, seed, run_dir / f"retrain_random{r}",
+                                        retrain_extra))
+        median = float(np.median(random_accs))
+        results["found"].append(found_acc)
+        results["random"].append(median)
+        rows.append({"seed": seed, "found": found_acc, "random_median": median,
+                     "random": random_accs, "ops": sum(len(p) for p in found.normal),
+                     "skips_normal": _count_skips(found)})
+    return {"rows": rows, **results}
+
+
+def _fmt(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
+
+
+def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"Fashion-MNIST subset ({args.dataset}, prior `{args.prior}`), seeds "
+        f"{', '.join(map(str, args.seeds))}; search {SEARCH}, retraining {RETRAIN}.",
+        "",
+        "| seed | found cell: test acc % | median of random cells % | random cells % "
+        "| ops in normal cell | skips in normal cell |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in summary["rows"]:
+        rand = ", ".join(f"{a:.2f}" for a in row["random"])
+        lines.append(f"| {row['seed']} | {row['found']:.2f} | {row['random_median']:.2f} | {rand} "
+                     f"| {row['ops']} | {row['skips_normal']} |")
+    diffs = [f - r for f, r in zip(summary["found"], summary["random"], strict=True)]
+    lines += ["", f"found: {_fmt(summary['found'])}; random median: {_fmt(summary['random'])}; "
+              f"difference (found - random median): {_fmt(diffs)}"]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str, name: str = "fashion-compare") -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    body = path.read_text() if path.exists() else "# Results\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in body and end in body:
+        before, rest = body.split(start, 1)
+        body = before + block + rest.split(end, 1)[1]
+    else:
+        body = body.rstrip() + "\n\n" + block + "\n"
+    path.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    parser.add_argument("--prior", default="hard", help="prior model of the search")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--random-cells", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
+    parser.add_argument("--results-md", type=Path, default=None,
+                        help="write the table into this markdown file between markers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    summary = run(args)
+    text = markdown(summary, args)
+    print(text)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.results_md is not None:
+        write_section(args.results_md, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
