@@ -19,7 +19,6 @@ resident set size (``ru_maxrss``) minus the resident size just before the step (
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys
