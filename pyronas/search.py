@@ -23,7 +23,14 @@ from torch import Tensor
 
 from pyronas.config import load_config, save_resolved_config
 from pyronas.data import DataSplits, load_dataset, make_loader
-from pyronas.genotype import Genotype, GenotypeError, derive, save_genotype
+from pyronas.genotype import (
+    Genotype,
+    GenotypeError,
+    derive,
+    save_genotype,
+    to_darts_top2,
+    to_nb201_string,
+)
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import load_prior
 from pyronas.runs import MetricsCSV, atomic_torch_save
@@ -477,6 +484,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         space=space.name,
     )
     save_genotype(genotype, out / "genotype.json")
+    _save_projections(out, genotype, space, state.sites)
     posterior = _posterior_dict(cfg, space, net, state, num_data, history)
     atomic_torch_save(posterior, out / "posterior.pt")
     _write_extras(
@@ -530,6 +538,40 @@ def _save_checkpoint(
     )
 
 
+def top2_projection(genotype: Genotype, space: SearchSpace, sites: dict[str, Tensor]) -> Genotype:
+    """DARTS-style top-2 projection of a found cell, ranking ops by ``|edge| * |op|`` switch."""
+    score = sites["op_switch"].detach().abs() * sites["edge_switch"].detach().abs().unsqueeze(-1)
+    cells = {}
+    for t, cell_type in enumerate(space.cell_types):
+        weights = {}
+        for e, (src, dst) in enumerate(space.edges[cell_type]):
+            for k, op in enumerate(space.ops):
+                weights[(dst, src, op)] = float(score[t, e, k]) if score.shape[0] > t else 0.0
+        cells[cell_type] = to_darts_top2(genotype, weights).cell(cell_type)
+    return Genotype(
+        cells["normal"],
+        genotype.normal_concat,
+        cells.get("reduce"),
+        genotype.reduce_concat,
+        num_inputs=genotype.num_inputs,
+        space=genotype.space,
+    )
+
+
+def _save_projections(
+    out: Path, genotype: Genotype, space: SearchSpace, sites: dict[str, Tensor]
+) -> None:
+    """``genotype_top2.json`` (DARTS tooling) and, for nb201, ``genotype_nb201.txt``."""
+    if space.num_inputs == 2:
+        if sites["op_switch"].shape[0] == len(space.cell_types):  # tied switches
+            save_genotype(top2_projection(genotype, space, sites), out / "genotype_top2.json")
+    if space.name == "nb201":
+        try:
+            (out / "genotype_nb201.txt").write_text(to_nb201_string(genotype) + "\n")
+        except GenotypeError as err:
+            log.info("no NAS-Bench-201 string for this cell: %s", err)
+
+
 def _write_extras(
     out: Path,
     genotype: Genotype,
@@ -562,12 +604,21 @@ def _write_extras(
             seed=cfg["seed"],
         )
         prior_draws = sample_prior(
-            prior, hypers, num_chains=2, num_draws=cfg["posterior_draws"], seed=cfg["seed"],
+            prior,
+            hypers,
+            num_chains=2,
+            num_draws=cfg["posterior_draws"],
+            seed=cfg["seed"],
             cell_type_index=None if net.tied else net.cell_type_index,
         )
         idata = to_arviz(
-            posterior, space, num_chains=2, num_draws=cfg["posterior_draws"], seed=cfg["seed"],
-            log_likelihood=loglik, prior_draws=prior_draws,
+            posterior,
+            space,
+            num_chains=2,
+            num_draws=cfg["posterior_draws"],
+            seed=cfg["seed"],
+            log_likelihood=loglik,
+            prior_draws=prior_draws,
         )
         save_arviz(idata, out / "posterior.nc")
     except Exception as err:
