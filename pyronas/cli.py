@@ -34,7 +34,9 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_config(p)
     g = p.add_argument_group("what to search")
-    g.add_argument("--strategy", help="search strategy: bayesnas (default)")
+    g.add_argument("--strategy", help="search strategy: bayesnas (default), darts1 / darts2 "
+                   "(DARTS first / second order), random (random search; random_mode ws or "
+                   "plain in --config)")
     g.add_argument(
         "--prior",
         help="prior model: a name in models/ (hard, ard, laplace, "

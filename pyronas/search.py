@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import logging
 import random
 import time
@@ -33,7 +34,7 @@ from pyronas.genotype import (
 )
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import load_prior
-from pyronas.runs import MetricsCSV, atomic_torch_save
+from pyronas.runs import MetricsCSV, atomic_torch_save, atomic_write_text
 from pyronas.space import SearchSpace, get_space
 from pyronas.supernet import SuperNet
 
@@ -80,11 +81,20 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "bn_batches": 4,  # training batches that re-estimate batch-norm statistics per iteration
     "posterior_draws": 25,  # per chain, for the ArviZ export
     "loglik_batches": 1,  # validation batches of the ArviZ log likelihood
+    # baseline strategies (pyronas.strategies)
+    "search_epochs": 6,  # total epochs of DARTS / random search with weight sharing
+    "arch_lr": 3e-4,  # DARTS architecture Adam step
+    "arch_weight_decay": 1e-3,
+    "lr_min": 1e-3,  # DARTS cosine schedule floor
+    "alpha_init_std": 1e-3,
+    "random_mode": "ws",  # ws (weight sharing) | plain (random cell, no training)
+    "num_candidates": 20,  # cells scored by random search with weight sharing
 }
 """Schema and defaults of a search (the digits demo settings)."""
 
 SEARCH_CHOICES: dict[str, tuple[Any, ...]] = {
-    "strategy": ("bayesnas",),
+    "strategy": ("bayesnas", "darts1", "darts2", "random"),
+    "random_mode": ("ws", "plain"),
     "space": ("bayesnas8", "darts", "nb201"),
     "dataset": ("digits", "fashion-mnist", "cifar10", "imagenet"),
     "schedule": ("paper", "released"),
@@ -491,6 +501,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         out, genotype, posterior, space, net, loaders["val"], cfg, device, prior, state.hypers
     )
     seconds = time.perf_counter() - start
+    _write_cost(out, seconds, device, space, cfg)
     log.info("search finished in %.1f s; run folder %s", seconds, out)
     return SearchResult(out, genotype, state, state.records, seconds)
 
@@ -542,8 +553,15 @@ def top2_projection(genotype: Genotype, space: SearchSpace, sites: dict[str, Ten
     """DARTS-style top-2 projection of a found cell, ranking ops by ``|edge| * |op|`` switch."""
     score = sites["op_switch"].detach().abs() * sites["edge_switch"].detach().abs().unsqueeze(-1)
     cells = {}
+    # to_darts_top2 wants a score for every pair of every cell type: zeros, then this type's
+    unranked = {
+        (genotype.num_inputs + j, src, op): 0.0
+        for cell_type in genotype.cell_types
+        for j, pairs in enumerate(genotype.cell(cell_type))
+        for op, src in pairs
+    }
     for t, cell_type in enumerate(space.cell_types):
-        weights = {}
+        weights = dict(unranked)
         for e, (src, dst) in enumerate(space.edges[cell_type]):
             for k, op in enumerate(space.ops):
                 weights[(dst, src, op)] = float(score[t, e, k]) if score.shape[0] > t else 0.0
@@ -556,6 +574,26 @@ def top2_projection(genotype: Genotype, space: SearchSpace, sites: dict[str, Ten
         num_inputs=genotype.num_inputs,
         space=genotype.space,
     )
+
+
+def _write_cost(
+    out: Path, seconds: float, device: torch.device, space: SearchSpace, cfg: dict[str, Any]
+) -> None:
+    """``metrics.json``: search cost (wall time, device, GPU-days) for tables."""
+    from pyronas.strategies import search_cost_gpu_days
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    data = {
+        "strategy": "bayesnas",
+        "search_seconds": seconds,
+        "search_device": str(device),
+        "device_name": name,
+        "search_gpu_days": search_cost_gpu_days(seconds, str(device)),
+        "space": space.name,
+        "dataset": cfg["dataset"],
+        "t_max": cfg["t_max"],
+    }
+    atomic_write_text(json.dumps(data, indent=2) + "\n", out / "metrics.json")
 
 
 def _save_projections(
@@ -628,6 +666,13 @@ def _write_extras(
 def run_search_cli(config_path: str | Path | None, overrides: dict[str, Any]) -> int:
     """``pyronas search``: resolve the config, run, print where the results are."""
     cfg = resolve_search_config(config_path, overrides)
+    if cfg["strategy"] != "bayesnas":
+        from pyronas.strategies import STRATEGIES
+
+        result = STRATEGIES[cfg["strategy"]](cfg, cfg["out"])
+        print(f"genotype: {compact_genotype(result.genotype)}")
+        print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")
+        return 0
     result = run_search(cfg)
     print(f"genotype: {compact_genotype(result.genotype)}")
     print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")

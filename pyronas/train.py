@@ -175,7 +175,7 @@ def _search_cost(cfg: Mapping[str, Any]) -> tuple[float | None, str | None]:
         except (OSError, ValueError):
             return None, None
         if isinstance(data, dict) and data.get("search_seconds") is not None:
-            return float(data["search_seconds"]), data.get("device")
+            return float(data["search_seconds"]), data.get("search_device", data.get("device"))
     return None, None
 
 

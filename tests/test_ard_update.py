@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from pyronas.inference.ard import ArdUpdate, group_ard_update
 
 F64 = torch.float64

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pyronas.models import ard, hard
 
+from pyronas.models import ard, hard
 from pyronas.space import get_space
 
 F64 = torch.float64

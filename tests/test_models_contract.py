@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
-import pyronas.models as models
 import pytest
 import torch
 from pyro import poutine
@@ -16,6 +15,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoDelta
 from torch import nn
 
+import pyronas.models as models
 from pyronas.space import get_space
 
 MODELS_DIR = Path(models.__file__).resolve().parent

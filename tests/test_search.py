@@ -45,6 +45,7 @@ def test_run_folder_holds_every_artefact(tiny_run):
         "cell_normal.png",
         "cell_reduce.png",
         "genotype_top2.json",
+        "metrics.json",
     ):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "metrics.csv").open()))

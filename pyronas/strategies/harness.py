@@ -1,0 +1,238 @@
+"""What every baseline strategy shares with the BayesNAS driver: data, supernet, run folder.
+
+A strategy calls :func:`prepare` (checks and creates the run folder, writes ``config.yaml``,
+seeds the RNGs, loads the data splits and builds the supernet and loaders exactly as
+:func:`pyronas.search.run_search` does) and ends with :func:`finish` (``genotype.json``, cell
+diagrams and ``metrics.json`` with the search cost). Between the two it appends one row per
+epoch to ``metrics.csv``.
+
+Search cost: ``metrics.json`` holds ``search_seconds`` (wall time of the whole search, from
+:func:`prepare` to :func:`finish`) and ``search_device``; :func:`search_cost_gpu_days` turns them
+into GPU-days (``seconds / 86400`` on a GPU, ``None`` on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyronas.config import save_resolved_config
+from pyronas.data import DataSplits, load_dataset
+from pyronas.genotype import Genotype, derive, live_mask, save_genotype
+from pyronas.runs import MetricsCSV, atomic_write_text
+from pyronas.search import _loaders, resolve_device, seed_everything
+from pyronas.space import SearchSpace, get_space
+from pyronas.supernet import SuperNet
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86400.0
+
+RUN_MARKERS = ("genotype.json", "metrics.csv", "metrics.json")
+"""Files whose presence means a folder already holds a finished or started strategy run."""
+
+
+@dataclass
+class StrategyResult:
+    """What a baseline search returns (everything is also in the run folder).
+
+    Attributes
+    ----------
+    out_dir
+        The run folder.
+    genotype
+        The derived cell.
+    records
+        The rows of ``metrics.csv``, one per epoch.
+    seconds
+        Wall time of the whole search.
+    strategy
+        ``darts1``, ``darts2``, ``random-ws`` or ``random-plain``.
+    extra
+        Strategy specific results (e.g. ``alpha`` for DARTS, ``candidates`` for random search).
+    """
+
+    out_dir: Path
+    genotype: Genotype
+    records: list[dict[str, Any]]
+    seconds: float
+    strategy: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Harness:
+    """The shared pieces of one search run (see :func:`prepare`)."""
+
+    cfg: dict[str, Any]
+    out: Path
+    device: torch.device
+    space: SearchSpace
+    start: float
+    metrics: MetricsCSV
+    splits: DataSplits | None = None
+    net: SuperNet | None = None
+    loaders: dict[str, Any] = field(default_factory=dict)
+
+
+def search_cost_gpu_days(seconds: float, device: str | torch.device | None) -> float | None:
+    """Search cost in GPU-days: ``seconds / 86400`` when ``device`` is a GPU, else ``None``.
+
+    Parameters
+    ----------
+    seconds
+        Wall time of the search.
+    device
+        ``"cuda"``, ``"cuda:0"``, a ``torch.device``, ``"cpu"``, ``None`` (unknown) ...
+    """
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"search seconds must be finite and >= 0, got {seconds}")
+    if device is None:
+        return None
+    kind = torch.device(device).type if not isinstance(device, str) else device.split(":")[0]
+    if kind not in ("cuda", "mps", "xpu"):
+        return None
+    return seconds / SECONDS_PER_DAY
+
+
+def device_description(device: torch.device) -> str:
+    """``"cuda (NVIDIA H100 ...)"`` for a GPU, ``"cpu"`` otherwise."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def prepare(cfg: dict[str, Any], out_dir: str | Path | None, prefix: str, data: bool = True
+            ) -> Harness:
+    """Create the run folder and build the shared search harness.
+
+    Parameters
+    ----------
+    cfg
+        Resolved search config (:func:`pyronas.search.resolve_search_config`, plus the strategy
+        keys, read with defaults).
+    out_dir
+        Run folder; default ``cfg["out"]`` or ``runs/<prefix>-<time>``.
+    prefix
+        Folder name prefix of the default run folder.
+    data
+        Load the data splits and build the supernet and loaders (``False`` for strategies that
+        train nothing).
+
+    Raises
+    ------
+    FileExistsError
+        The folder already holds a strategy run (nothing is overwritten).
+    """
+    start = time.perf_counter()
+    out = Path(out_dir or cfg.get("out") or time.strftime(f"runs/{prefix}-%Y%m%d-%H%M%S"))
+    found = [name for name in RUN_MARKERS + ("posterior.pt",) if (out / name).exists()]
+    if found:
+        raise FileExistsError(
+            f"{out} already holds a search run ({', '.join(found)}); choose another --out "
+            "(nothing was overwritten)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, out)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(cfg["num_threads"])
+    seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    space = get_space(cfg["space"])
+    harness = Harness(cfg, out, device, space, start, MetricsCSV(out / "metrics.csv"))
+    if not data:
+        return harness
+    harness.splits = load_dataset(
+        cfg["dataset"], data_dir=cfg["data_dir"], download=cfg["download"], seed=cfg["seed"],
+        train_size=cfg["train_size"], image_size=cfg["image_size"],
+    )
+    harness.net = SuperNet(
+        space, C=cfg["channels"], layers=cfg["layers"], num_classes=harness.splits.num_classes,
+        in_channels=harness.splits.in_channels, tied=cfg["tied"],
+    ).to(device)
+    harness.loaders = _loaders(harness.splits, {**cfg, "schedule": "paper"}, device)
+    return harness
+
+
+def finish(h: Harness, genotype: Genotype, strategy: str, records: list[dict[str, Any]],
+           extra_metrics: dict[str, Any] | None = None) -> StrategyResult:
+    """Write ``genotype.json``, the cell diagrams and ``metrics.json``; return the result.
+
+    ``metrics.json``: ``strategy``, ``search_seconds``, ``search_device`` (``cuda`` / ``cpu``,
+    also under ``device``), ``device_name``, ``search_gpu_days`` (``None`` on a CPU), ``space``,
+    ``dataset``, ``epochs`` and ``extra_metrics``.
+    """
+    from pyronas.diagram import draw_genotype
+
+    save_genotype(genotype, h.out / "genotype.json")
+    try:
+        draw_genotype(genotype, h.out / "cell.png")
+    except Exception as err:  # drawing is a convenience: the genotype is already saved
+        log.warning("could not draw the cells: %s", err)
+    seconds = time.perf_counter() - h.start
+    summary = {
+        "strategy": strategy,
+        "search_seconds": seconds,
+        "search_device": h.device.type,
+        "device": h.device.type,
+        "device_name": device_description(h.device),
+        "search_gpu_days": search_cost_gpu_days(seconds, h.device),
+        "space": h.space.name,
+        "dataset": h.cfg["dataset"],
+        "epochs": len(records),
+        **(extra_metrics or {}),
+    }
+    atomic_write_text(json.dumps(summary, indent=2) + "\n", h.out / "metrics.json")
+    log.info("%s search finished in %.1f s; run folder %s", strategy, seconds, h.out)
+    return StrategyResult(h.out, genotype, records, seconds, strategy)
+
+
+def cosine_lr(base: float, minimum: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing from ``base`` (epoch 0) towards ``minimum`` (epoch ``epochs``)."""
+    return minimum + 0.5 * (base - minimum) * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def genotype_switches(space: SearchSpace, genotype: Genotype, net: SuperNet
+                      ) -> dict[str, Tensor]:
+    """One-hot switches that make the supernet compute exactly ``genotype``.
+
+    ``edge_switch`` is all ones (every op sees its real input, so batch norms stay meaningful);
+    ``op_switch`` is 1 for the genotype's ops and 0 elsewhere, so dropped edges output zero.
+
+    Returns
+    -------
+    dict
+        ``edge_switch`` ``(group, edge)``, ``op_switch`` ``(group, edge, op)`` on the net's device
+        (``group`` = cell type when tied, cell otherwise).
+    """
+    keep_edge, keep_op = live_mask(space, genotype)
+    op = (keep_op & keep_edge.unsqueeze(-1)).to(net.classifier.weight)
+    if not net.tied:
+        op = op[net.cell_type_index.cpu()]
+    edge = torch.ones(op.shape[:-1], dtype=op.dtype, device=op.device)
+    return {"edge_switch": edge, "op_switch": op}
+
+
+def derive_one_op_per_edge(space: SearchSpace, choice: Tensor) -> Genotype:
+    """Genotype of an integer op choice per edge (``-1`` or ``num_ops``: no op on that edge).
+
+    Parameters
+    ----------
+    choice
+        ``(cell_type, edge)`` integers in ``-1 .. num_ops``.
+
+    The connectivity rule of :func:`pyronas.genotype.derive` removes nodes without input.
+    """
+    choice = torch.as_tensor(choice).long()
+    live = (choice >= 0) & (choice < space.num_ops)
+    keep_op = torch.zeros(*choice.shape, space.num_ops, dtype=torch.bool)
+    keep_op[live] = torch.nn.functional.one_hot(choice[live], space.num_ops).bool()
+    return derive(space, live, keep_op)
