@@ -31,7 +31,10 @@ from pyronas.space import get_space
 from pyronas.train import retrain
 
 SEARCH = {"train_size": 2000, "image_size": 16, "channels": 8, "layers": 5, "t_max": 6}
-RETRAIN = {"train_size": 2000, "image_size": 16, "C": 8, "layers": 5, "epochs": 6}
+RETRAIN = {"train_size": 2000, "image_size": 16, "C": 8, "layers": 5, "epochs": 4,
+           "eval_every": 1000, "max_eval_batches": 16}
+"""Retraining budget: 2000 training images, 4 epochs; test accuracy on the first 2048 test
+images (16 batches of 128), evaluated once at the end."""
 SMOKE_SEARCH = {"train_size": 200, "channels": 4, "layers": 3, "t_max": 1, "batch_size": 50,
                 "curvature_batches": 1, "bn_batches": 1, "posterior_draws": 2}
 SMOKE_RETRAIN = {"train_size": 200, "C": 4, "layers": 3, "epochs": 1}

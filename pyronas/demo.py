@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # arviz logs at INFO which of its optional preview packages are missing: not news to users
+    logging.getLogger("arviz").setLevel(logging.WARNING)
 
     from pyronas.analysis import load_run
     from pyronas.analyze import run_analyze_cli
