@@ -22,23 +22,6 @@ class RunFolderError(ValueError):
     """A folder is not the kind of run folder that was expected."""
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` with ``torch.save`` to a temporary file, then rename it over ``path``.
-
-    A crash while writing leaves the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def atomic_write_text(text: str, path: Path) -> None:
     """Write text to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)

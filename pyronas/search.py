@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyronas.checkpoint import save_checkpoint
 from pyronas.config import load_config, save_resolved_config
 from pyronas.data import DataSplits, load_dataset, make_loader
 from pyronas.genotype import (
@@ -34,9 +35,10 @@ from pyronas.genotype import (
 )
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import load_prior
-from pyronas.runs import MetricsCSV, atomic_torch_save, atomic_write_text
+from pyronas.runs import MetricsCSV, atomic_write_text
 from pyronas.space import SearchSpace, get_space
 from pyronas.supernet import SuperNet
+from pyronas.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +112,6 @@ class SearchResult:
     state: Type2State
     records: list[dict[str, Any]]
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -496,7 +488,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     save_genotype(genotype, out / "genotype.json")
     _save_projections(out, genotype, space, state.sites)
     posterior = _posterior_dict(cfg, space, net, state, num_data, history)
-    atomic_torch_save(posterior, out / "posterior.pt")
+    save_checkpoint(posterior, out / "posterior.pt")
     _write_extras(
         out, genotype, posterior, space, net, loaders["val"], cfg, device, prior, state.hypers
     )
@@ -526,7 +518,7 @@ def _save_checkpoint(
     state: Type2State,
     history: list[dict[str, Any]],
 ) -> None:
-    atomic_torch_save(
+    save_checkpoint(
         {
             "config": cfg,
             "net": net.state_dict(),

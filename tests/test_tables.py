@@ -64,9 +64,10 @@ def test_summary_numbers_and_top5(tables, tmp_path: Path) -> None:
     assert row["n"] == 2 and row["test_error"] == pytest.approx(26.5)
     assert row["test_error_sd"] == pytest.approx(statistics.stdev([26.0, 27.0]))
     assert row["test_top5_error"] == pytest.approx(9.0)
-    assert row["search_gpu_days"] == pytest.approx(0.5)
+    # a CPU search has no GPU-days: '-' and its CPU hours (43200 s = 12 h)
+    assert row["search_gpu_days"] is None and row["search_cpu_hours"] == pytest.approx(12.0)
     text = tables.format_table([row], markdown=False)
-    assert "Top-5 error (%)" in text and "9.00 ± 1.41" in text and "0.50 (cpu)" in text
+    assert "Top-5 error (%)" in text and "9.00 ± 1.41" in text and "- (12.0 CPU h)" in text
 
 
 def test_genotype_falls_back_to_the_config(tables, tmp_path: Path) -> None:

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from pyronas.checkpoint import save_checkpoint
 from pyronas.genotype import Genotype, derive
-from pyronas.runs import atomic_torch_save
 from pyronas.search import compact_genotype, evaluate_supernet, recalibrate_batchnorm
 from pyronas.space import SearchSpace
 from pyronas.strategies.harness import (
@@ -380,7 +380,7 @@ def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
                  strategy, epoch + 1, epochs, row["train_loss"], val_acc, seconds, row["genotype"])
 
     genotype = darts_genotype(space, alpha, index)
-    atomic_torch_save(
+    save_checkpoint(
         {
             "format": "pyronas-darts-alphas/1",
             "space": space.name,
