@@ -25,12 +25,12 @@ DEMO_SEARCH = {
     "channels": 8,
     "layers": 5,
     "batch_size": 32,
-    "t_max": 6,
+    "t_max": 5,
     "num_threads": 1,
 }
 """Search settings of the demo (the rest are :data:`pyronas.search.SEARCH_DEFAULTS`)."""
 
-DEMO_RETRAIN = {"epochs": 8, "num_threads": 1}
+DEMO_RETRAIN = {"epochs": 6, "num_threads": 1}
 """Overrides of the ``retrain_digits`` preset for the demo."""
 
 
