@@ -61,7 +61,7 @@ def _retrain(genotype_path: Path, dataset: str, seed: int, out: Path, extra: dic
     preset = "retrain_fashion_mnist" if dataset == "fashion-mnist" else "retrain_digits"
     cfg = load_config(preset, {**extra, "genotype": str(genotype_path), "seed": seed,
                                "dataset": dataset, "progress": False, "num_threads": 1})
-    return float(retrain(cfg, out)["test_acc"])
+    return float(retrain(cfg, out, resume=(out / "checkpoint.pt").exists())["test_acc"])
 
 
 def _count_skips(genotype: Genotype) -> int:
