@@ -9,7 +9,7 @@ the markers ``<!-- fashion-compare:start -->`` and ``<!-- fashion-compare:end --
 (``--results-md``).
 
     python experiments/compare_fashion_mnist.py --seeds 0 1 2 --out runs/compare
-    python experiments/compare_fashion_mnist.py --smoke --dataset digits --out /tmp/compare
+    python experiments/compare_fashion_mnist.py --smoke --dataset digits --out runs/compare-smoke
 """
 
 from __future__ import annotations
