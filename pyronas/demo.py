@@ -25,7 +25,7 @@ DEMO_SEARCH = {
     "channels": 8,
     "layers": 5,
     "batch_size": 32,
-    "t_max": 5,
+    "t_max": 4,
     "num_threads": 1,
 }
 """Search settings of the demo (the rest are :data:`pyronas.search.SEARCH_DEFAULTS`)."""
