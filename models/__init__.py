@@ -42,6 +42,7 @@ OPTIONAL: tuple[str, ...] = (
     "map_penalty",
     "map_proximal",
     "effective_gamma",
+    "site_gamma",
 )
 """Functions a prior file may define; they must be callable when present."""
 

@@ -75,6 +75,15 @@ def to_switches(group_value: Tensor, cell_type_index: Tensor | None) -> Tensor:
     return group_value[cell_type_index.to(group_value.device)]
 
 
+def site_gamma(hypers: dict[str, Any], site: str) -> Tensor:
+    """Prior variance of every switch of ``site``: the group variances broadcast to the switches.
+
+    Tied switches have the group shape ``(cell_type, ...)`` already; untied switches
+    ``(cell, ...)`` take the row of their cell's type. The engine prunes on this.
+    """
+    return to_switches(hypers["gamma"][site], hypers["cell_type_index"])
+
+
 def group_index(shape: tuple[int, ...], cell_type_index: Tensor | None) -> Tensor:
     """Flat group id of every switch of one site.
 

@@ -69,11 +69,13 @@ from pyronas.models._common import (
     group_soft_threshold,
     observe,
     sample_switches,
+    site_gamma,
     to_switches,
 )
 from pyronas.space import SearchSpace
 
 __all__ = [
+    "site_gamma",
     "SITES",
     "init_hypers",
     "model",

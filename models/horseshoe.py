@@ -52,11 +52,12 @@ from pyronas.models._common import (
     gaussian_switch_prior,
     observe,
     sample_switches,
+    site_gamma,
     to_switches,
 )
 from pyronas.space import SearchSpace
 
-__all__ = ["SITES", "init_hypers", "model", "effective_gamma", "log_hyperprior"]
+__all__ = ["SITES", "init_hypers", "model", "effective_gamma", "site_gamma", "log_hyperprior"]
 
 
 def init_hypers(

@@ -31,10 +31,17 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from pyronas.models._common import SITES, base_hypers, filled, observe, sample_switches
+from pyronas.models._common import (
+    SITES,
+    base_hypers,
+    filled,
+    observe,
+    sample_switches,
+    site_gamma,
+)
 from pyronas.space import SearchSpace
 
-__all__ = ["SITES", "init_hypers", "model", "effective_gamma", "DEFAULT_SCALE"]
+__all__ = ["SITES", "init_hypers", "model", "effective_gamma", "site_gamma", "DEFAULT_SCALE"]
 
 DEFAULT_SCALE = 0.05
 """Default Laplace scale ``b`` of both switch sites."""

@@ -108,3 +108,25 @@ def test_unknown_config_key_is_named(tmp_path):
 def test_every_prior_runs_a_search(tmp_path, prior):
     result = _search(tmp_path, prior, prior=prior, t_max=1, train_size=200)
     assert (result.out_dir / "genotype.json").exists()
+
+
+def test_untied_switches_search_and_prune_per_cell_type(tmp_path):
+    result = _search(tmp_path, "untied", tied=False, t_max=1, train_size=200)
+    post = torch.load(result.out_dir / "posterior.pt", weights_only=False)
+    cells = len(post["cell_type_index"])
+    assert post["mean"]["op_switch"].shape == (cells, 8, 7)
+    assert post["gamma"]["op_switch"].shape == (2, 8, 7)
+    validate(result.genotype)
+
+
+def test_site_gamma_broadcasts_group_variances_to_cells():
+    from pyronas.models import load_prior
+    from pyronas.space import get_space
+
+    prior = load_prior("hard")
+    index = torch.tensor([0, 1, 0, 1, 0])
+    hypers = prior.init_hypers(get_space("bayesnas8"), cell_type_index=index)
+    hypers["gamma"]["op_switch"][1] = 0.5
+    gamma = prior.site_gamma(hypers, "op_switch")
+    assert gamma.shape == (5, 8, 7)
+    assert (gamma[index == 1] == 0.5).all() and (gamma[index == 0] == 1.0).all()
