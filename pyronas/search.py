@@ -12,7 +12,6 @@ import inspect
 import itertools
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyronas.checkpoint import save_checkpoint
+from pyronas.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from pyronas.config import load_config, save_resolved_config
 from pyronas.data import DataSplits, load_dataset, make_loader
 from pyronas.genotype import (
@@ -38,7 +37,7 @@ from pyronas.models import load_prior
 from pyronas.runs import MetricsCSV, atomic_write_text
 from pyronas.space import SearchSpace, get_space
 from pyronas.supernet import SuperNet
-from pyronas.train import resolve_device
+from pyronas.train import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +111,6 @@ class SearchResult:
     state: Type2State
     records: list[dict[str, Any]]
     seconds: float
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def resolve_search_config(
@@ -383,9 +375,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         net.load_state_dict(resume["net"])
         history = list(resume["history"])
         metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
-        torch.set_rng_state(resume["rng"]["torch"])
-        np.random.set_state(resume["rng"]["numpy"])
-        random.setstate(resume["rng"]["python"])
+        restore_rng_state(resume["rng"])
         log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
 
     type2_cfg = Type2Config(
@@ -531,11 +521,7 @@ def _save_checkpoint(
                 "optimizer": state.optimizer.state_dict() if state.optimizer else None,
             },
             "history": history,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": capture_rng_state(),
         },
         path,
     )

@@ -360,7 +360,8 @@ def _train_epoch(
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
     import random
 
     random.seed(seed)
@@ -446,7 +447,7 @@ def retrain(
     if cfg["num_threads"] is not None:
         torch.set_num_threads(int(cfg["num_threads"]))
     seed = int(cfg["seed"])
-    _seed_everything(seed)
+    seed_everything(seed)
 
     genotype = load_genotype(cfg["genotype"])
     ident = identity(cfg)
