@@ -8,6 +8,7 @@ and no data set is needed. Options compared: plain float32, ``channels_last``,
 images/s and the speed-up over plain float32, measured in one run.
 
     python benchmarks/retrain_throughput.py [--device cuda] [--steps 5] [--batch 96]
+    python benchmarks/retrain_throughput.py --options fp32,compile   # a subset of the options
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ import torch.nn.functional as F
 
 from pyronas.evalnet import NetworkCIFAR
 from pyronas.genotype import load_genotype
+
+
+OPTIONS: dict[str, tuple[str, bool, bool, bool]] = {
+    "fp32": ("float32", False, False, False),
+    "cl": ("channels_last", True, False, False),
+    "compile": ("torch.compile", False, True, False),
+    "amp": ("amp", False, False, True),
+    "amp_cl": ("amp + channels_last", True, False, True),
+    "amp_cl_compile": ("amp + channels_last + compile", True, True, True),
+}
+"""Option key -> (label, channels_last, torch.compile, automatic mixed precision)."""
 
 
 def step_time(device: str, batch: int, steps: int, channels_last: bool, compile_: bool,
@@ -65,15 +77,17 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=36)
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--options", default=None,
+                        help=f"comma-separated subset of {','.join(OPTIONS)} (default: all that "
+                        "apply; amp needs CUDA); the first one is the speed-up baseline")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    options = [("float32", False, False, False), ("channels_last", True, False, False)]
-    if not args.no_compile:
-        options.append(("torch.compile", False, True, False))
-    if cuda:
-        options += [("amp", False, False, True), ("amp + channels_last", True, False, True)]
-        if not args.no_compile:
-            options.append(("amp + channels_last + compile", True, True, True))
+    names = args.options.split(",") if args.options else list(OPTIONS)
+    unknown = [n for n in names if n not in OPTIONS]
+    if unknown:
+        parser.error(f"unknown option(s) {unknown}; choose from {list(OPTIONS)}")
+    options = [OPTIONS[n] for n in names
+               if (cuda or not OPTIONS[n][3]) and not (args.no_compile and OPTIONS[n][2])]
     name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"DARTS_V2 CIFAR network C={args.channels}, {args.layers} cells, batch {args.batch}, "
           f"{name}, torch {torch.__version__}; random CIFAR-shaped tensors")

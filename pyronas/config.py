@@ -47,8 +47,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-"""Where presets are looked up by name (present in a source checkout / editable install)."""
+def _config_dir() -> Path:
+    source_tree = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(__file__).resolve().parent / "presets"
+
+
+CONFIG_DIR = _config_dir()
+"""Where presets are looked up by name: the source tree's ``experiments/configs`` (a checkout or
+an editable install), else the copy a regular install ships as ``pyronas/presets``."""
 
 CONFIG_FILE = "config.yaml"
 RESERVED_KEYS = ("base", "run_info")

@@ -318,7 +318,18 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         Resolved configuration (:func:`resolve_search_config`).
     out_dir
         Run folder; default ``cfg["out"]`` or ``runs/search-<time>``.
+
+    Raises
+    ------
+    ValueError
+        ``cfg["strategy"]`` names a baseline: those run through
+        :data:`pyronas.strategies.STRATEGIES`.
     """
+    if cfg.get("strategy", "bayesnas") != "bayesnas":
+        raise ValueError(
+            f"run_search runs BayesNAS, but the config asks for strategy "
+            f"{cfg['strategy']!r}; call pyronas.strategies.STRATEGIES[{cfg['strategy']!r}]"
+        )
     start = time.perf_counter()
     out = Path(out_dir or cfg["out"] or time.strftime("runs/search-%Y%m%d-%H%M%S"))
     checkpoint_path = out / "checkpoint.pt"

@@ -77,3 +77,8 @@ def test_regular_install_imports_top_level_folders(tmp_path):
     assert Path(models_file).is_relative_to(target / "pyronas" / "models")
     assert Path(inference_file).is_relative_to(target / "pyronas" / "inference")
     assert len(list((target / "pyronas" / "genotypes").glob("*.json"))) >= 5
+    # the retraining presets ship inside the package and are found by name
+    probe = ("from pyronas.config import preset_path; "
+             "print(preset_path('retrain_fashion_mnist'))")
+    (preset,) = _run(probe, cwd=tmp_path, env_path=str(target))
+    assert Path(preset) == target / "pyronas" / "presets" / "retrain_fashion_mnist.yaml"

@@ -1,0 +1,159 @@
+"""Search strategies at equal search and retraining budgets on Fashion-MNIST.
+
+Strategies: BayesNAS with each prior file (``hard``, ``ard``, ``laplace``, ``horseshoe``), DARTS
+first order and random search with weight sharing, all on the same supernet (``bayesnas8`` space,
+``compare_fashion_mnist.SEARCH``: same images, channels, cells, batch size and number of epochs
+over the training split: 6 type-II iterations of one MAP epoch for BayesNAS, 6 epochs for the
+baselines). Each found cell is retrained with ``compare_fashion_mnist.RETRAIN``. The table gives
+test accuracy mean +/- sd over seeds, skip connections and ops in the normal cell (the DARTS
+collapse symptom is many skips) and the search wall time; ``--results-md`` writes it into
+``docs/results.md`` between ``<!-- strategies-compare:start -->`` and
+``<!-- strategies-compare:end -->``.
+
+    python experiments/compare_strategies.py --seeds 0 1 2 --out runs/strategies --workers 2
+    python experiments/compare_strategies.py --smoke --dataset digits --out runs/strat-smoke
+
+Rerunning the command skips finished work and resumes interrupted BayesNAS searches and
+retrainings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from compare_fashion_mnist import RETRAIN, SEARCH, SMOKE_RETRAIN, SMOKE_SEARCH
+from pyronas.genotype import load_genotype
+from pyronas.jobs import Job, count_skips, read_json, run_jobs, search_then_retrain
+from pyronas.jobs import write_markdown_section
+
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "bayesnas-hard": {"strategy": "bayesnas", "prior": "hard"},
+    "bayesnas-ard": {"strategy": "bayesnas", "prior": "ard"},
+    "bayesnas-laplace": {"strategy": "bayesnas", "prior": "laplace"},
+    "bayesnas-horseshoe": {"strategy": "bayesnas", "prior": "horseshoe"},
+    "darts1": {"strategy": "darts1"},
+    "random-ws": {"strategy": "random", "random_mode": "ws"},
+}
+"""Label -> search options of each compared strategy."""
+
+
+def search_overrides(args: argparse.Namespace, label: str, seed: int) -> dict[str, Any]:
+    extra = dict(SMOKE_SEARCH if args.smoke else SEARCH)
+    if args.dataset == "digits":
+        extra.pop("image_size", None)
+    epochs = extra.pop("t_max")
+    return {**extra, **STRATEGIES[label], "t_max": epochs, "search_epochs": epochs,
+            "dataset": args.dataset, "seed": seed, "device": args.device,
+            "out": str(args.out / label / f"seed{seed}" / "search")}
+
+
+def retrain_overrides(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    extra = dict(SMOKE_RETRAIN if args.smoke else RETRAIN)
+    if args.dataset == "digits":
+        extra.pop("image_size", None)
+    return {**extra, "dataset": args.dataset, "seed": seed, "device": args.device,
+            "num_workers": 0}
+
+
+def jobs(args: argparse.Namespace) -> list[Job]:
+    preset = "retrain_fashion_mnist" if args.dataset == "fashion-mnist" else "retrain_digits"
+    return [
+        Job(f"{label}/seed{seed}", search_then_retrain,
+            {"search": search_overrides(args, label, seed), "preset": preset,
+             "retrain": retrain_overrides(args, seed),
+             "out": str(args.out / label / f"seed{seed}" / "retrain")})
+        for seed in args.seeds for label in args.strategies
+    ]
+
+
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
+
+
+def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per strategy from the run folders that finished."""
+    rows = []
+    for label in args.strategies:
+        accs, skips, ops, minutes, devices = [], [], [], [], set()
+        for seed in args.seeds:
+            run = args.out / label / f"seed{seed}"
+            metrics = read_json(run / "retrain" / "metrics.json")
+            if metrics is None:
+                continue
+            genotype = load_genotype(run / "search" / "genotype.json")
+            accs.append(float(metrics["test_acc"]))
+            skips.append(count_skips(genotype))
+            ops.append(sum(len(pairs) for pairs in genotype.normal))
+            cost = read_json(run / "search" / "metrics.json") or {}
+            if "search_seconds" in cost:
+                minutes.append(cost["search_seconds"] / 60)
+            devices.add(cost.get("device_name", "?"))
+            devices.add(metrics.get("device_name", metrics.get("device", "?")))
+        rows.append({"strategy": label, "accs": accs, "skips_normal": skips, "ops_normal": ops,
+                     "search_minutes": minutes, "devices": sorted(devices)})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    search = SMOKE_SEARCH if args.smoke else SEARCH
+    budget = SMOKE_RETRAIN if args.smoke else RETRAIN
+    devices = sorted({d for r in rows for d in r["devices"]})
+    lines = [
+        f"{args.dataset}, seeds {', '.join(map(str, args.seeds))}; search {search} "
+        f"(the same number of epochs for every strategy); retraining {budget}; device(s): "
+        f"{', '.join(devices) or '-'}.",
+        "",
+        "| strategy | test acc % (mean +/- sd) | runs | skips in normal cell (per seed) "
+        "| ops in normal cell (per seed) | search minutes (mean) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        mins = f"{statistics.mean(r['search_minutes']):.1f}" if r["search_minutes"] else "-"
+        lines.append(
+            f"| {r['strategy']} | {_pm(r['accs'])} | {len(r['accs'])} "
+            f"| {', '.join(map(str, r['skips_normal'])) or '-'} "
+            f"| {', '.join(map(str, r['ops_normal'])) or '-'} | {mins} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES),
+                        choices=list(STRATEGIES))
+    parser.add_argument("--out", type=Path, default=Path("runs/strategies"))
+    parser.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
+    parser.add_argument("--workers", type=int, default=1, help="jobs run at once")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds after which no new job starts")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only tabulate the run folders that exist")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
+    parser.add_argument("--results-md", type=Path, default=None,
+                        help="write the table into this markdown file between markers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_jobs(jobs(args), workers=args.workers, deadline=args.deadline)
+    rows = collect(args)
+    text = markdown(rows, args)
+    print(text)
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
+    if args.results_md is not None:
+        write_markdown_section(args.results_md, "strategies-compare", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

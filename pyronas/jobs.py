@@ -1,0 +1,186 @@
+"""Many searches and retrainings as idempotent jobs, run one after another or in processes.
+
+A comparison (several cells or strategies, several seeds) is a list of jobs, each writing one run
+folder. A job whose result file exists is skipped and one with a checkpoint resumes, so a
+comparison that was stopped is finished by running the same command again. ``workers > 1`` runs
+jobs in separate processes (one CPU thread each), useful on a many-core machine or to keep one
+GPU busy with small networks; ``deadline`` stops starting new jobs after that many seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyronas.genotype import Genotype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One unit of work: ``func(**kwargs)``, labelled for logs and reports."""
+
+    label: str
+    func: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def count_skips(genotype: Genotype, cell_type: str = "normal") -> int:
+    """Number of ``skip_connect`` ops in one cell type of a genotype."""
+    return sum(op == "skip_connect" for pairs in getattr(genotype, cell_type) for op, _ in pairs)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when the file does not exist yet."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def retrain_job(genotype: str, preset: str, overrides: dict[str, Any], out: str) -> dict[str, Any]:
+    """Retrain ``genotype`` (name or file) with a preset plus overrides into ``out``.
+
+    Skipped when ``out/metrics.json`` exists (its contents are returned); resumed when
+    ``out/checkpoint.pt`` exists.
+    """
+    from pyronas.config import load_config
+    from pyronas.train import retrain
+
+    out_dir = Path(out)
+    done = read_json(out_dir / "metrics.json")
+    if done is not None:
+        return done
+    cfg = load_config(preset, {**overrides, "genotype": str(genotype), "progress": False})
+    return retrain(cfg, out_dir, resume=(out_dir / "checkpoint.pt").exists())
+
+
+def search_job(overrides: dict[str, Any]) -> Path:
+    """Run one search (any strategy) into ``overrides['out']``; returns its ``genotype.json``.
+
+    Skipped when the genotype exists; a BayesNAS search resumes from its checkpoint.
+    """
+    from pyronas.search import resolve_search_config, run_search
+
+    out_dir = Path(overrides["out"])
+    genotype_path = out_dir / "genotype.json"
+    if genotype_path.exists():
+        return genotype_path
+    resume = (out_dir / "checkpoint.pt").exists() and overrides.get("strategy", "bayesnas") == (
+        "bayesnas"
+    )
+    if out_dir.exists() and not resume:
+        # an unfinished baseline search restarts from scratch
+        for child in out_dir.iterdir():
+            if child.is_file():
+                child.unlink()
+    cfg = resolve_search_config(None, {**overrides, "progress": False, "resume": resume})
+    if cfg["strategy"] == "bayesnas":
+        run_search(cfg)
+    else:
+        from pyronas.strategies import STRATEGIES
+
+        STRATEGIES[cfg["strategy"]](cfg, out_dir)
+    return genotype_path
+
+
+def search_then_retrain(search: dict[str, Any], preset: str, retrain: dict[str, Any],
+                        out: str) -> dict[str, Any]:
+    """The search of :func:`search_job`, then :func:`retrain_job` of the genotype it found."""
+    genotype = search_job(search)
+    return retrain_job(str(genotype), preset, retrain, out)
+
+
+def _call(job: Job, num_threads: int | None) -> Any:
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+    return job.func(**job.kwargs)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int = 1,
+    num_threads: int | None = 1,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Run jobs and collect their results by label.
+
+    Parameters
+    ----------
+    jobs
+        The jobs, in the order they should start.
+    workers
+        Processes running jobs at once (1: in this process).
+    num_threads
+        torch CPU threads per job (``None``: torch's default).
+    deadline
+        Seconds after which no new job starts (running ones finish); ``None``: no limit.
+
+    Returns
+    -------
+    dict
+        ``label -> result`` for the jobs that finished; a job that raised is logged with its
+        label and left out (its run folder keeps what it wrote, so a rerun resumes it).
+    """
+    start = time.monotonic()
+    results: dict[str, Any] = {}
+
+    def too_late() -> bool:
+        return deadline is not None and time.monotonic() - start > deadline
+
+    if workers <= 1:
+        for job in jobs:
+            if too_late():
+                log.warning("deadline reached; %s not started", job.label)
+                continue
+            try:
+                results[job.label] = _call(job, num_threads)
+            except Exception:
+                log.exception("job %s failed", job.label)
+        return results
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = list(jobs)
+        running = {}
+        while pending or running:
+            while pending and len(running) < workers and not too_late():
+                job = pending.pop(0)
+                running[pool.submit(_call, job, num_threads)] = job
+            if pending and too_late():
+                for job in pending:
+                    log.warning("deadline reached; %s not started", job.label)
+                pending = []
+            if not running:
+                break
+            finished = next(as_completed(running))
+            job = running.pop(finished)
+            try:
+                results[job.label] = finished.result()
+            except Exception:
+                log.exception("job %s failed", job.label)
+    return results
+
+
+def write_markdown_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``.
+
+    The section is replaced when the markers exist, else appended; the rest of the file stays.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    path = Path(path)
+    body = path.read_text() if path.exists() else "# Results\n"
+    block = f"{start}\n{text}\n{end}"
+    if start in body and end in body:
+        before, rest = body.split(start, 1)
+        body = before + block + rest.split(end, 1)[1]
+    else:
+        body = body.rstrip() + "\n\n" + block + "\n"
+    path.write_text(body)
