@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from pyronas.evalnet import NetworkCIFAR
 from pyronas.genotype import load_genotype
 
-
 OPTIONS: dict[str, tuple[str, bool, bool, bool]] = {
     "fp32": ("float32", False, False, False),
     "cl": ("channels_last", True, False, False),

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from compare_fashion_mnist import RETRAIN, SMOKE_RETRAIN
+
 from pyronas.genotype import load_genotype, save_genotype
 from pyronas.jobs import Job, count_skips, read_json, retrain_job, run_jobs, write_markdown_section
 from pyronas.space import get_space

@@ -28,9 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from compare_fashion_mnist import RETRAIN, SEARCH, SMOKE_RETRAIN, SMOKE_SEARCH
+
 from pyronas.genotype import load_genotype
-from pyronas.jobs import Job, count_skips, read_json, run_jobs, search_then_retrain
-from pyronas.jobs import write_markdown_section
+from pyronas.jobs import (
+    Job,
+    count_skips,
+    read_json,
+    run_jobs,
+    search_then_retrain,
+    write_markdown_section,
+)
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "bayesnas-hard": {"strategy": "bayesnas", "prior": "hard"},
