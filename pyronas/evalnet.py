@@ -63,10 +63,8 @@ def cell_nodes(spec: Sequence[Any]) -> NodeSpec:
     nodes: NodeSpec = []
     for j, pairs in enumerate(spec):
         pairs = list(pairs)
-        if not pairs or not all(_is_pair(p) for p in pairs):
-            raise ValueError(
-                f"node {j}: expected a non-empty list of (op, input) pairs, got {pairs}"
-            )
+        if not all(_is_pair(p) for p in pairs):
+            raise ValueError(f"node {j}: expected a list of (op, input) pairs, got {pairs}")
         nodes.append([_pair(p) for p in pairs])
     return nodes
 
@@ -141,6 +139,13 @@ class Cell(nn.Module):
         if num_inputs == 2:
             self.preprocess0: nn.Module = preprocess(C_prev_prev, C, reduction_prev, affine)
         self.preprocess1 = preprocess(C_prev, C, False, affine)
+        used = set(self.concat) | {src for pairs in self.nodes for _, src in pairs}
+        for j, pairs in enumerate(self.nodes):
+            if not pairs and num_inputs + j in used:
+                raise ValueError(
+                    f"node {j} ({num_inputs + j}) has no input but is used (in the concat "
+                    "or as the input of another node)"
+                )
         self.ops = nn.ModuleList()
         for j, pairs in enumerate(self.nodes):
             for name, src in pairs:
@@ -158,6 +163,7 @@ class Cell(nn.Module):
         ``s0`` (batch, C_prev_prev, H0, W0) and ``s1`` (batch, C_prev, H, W) give
         ``(batch, multiplier * C, H', W')``; ``s0`` is ignored by one-input cells.
         """
+        states: list[Tensor | None]
         if self.num_inputs == 2:
             states = [self.preprocess0(s0), self.preprocess1(s1)]
         else:
@@ -173,8 +179,7 @@ class Cell(nn.Module):
                 if use_drop and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 node = h if node is None else node + h
-            assert node is not None
-            states.append(node)
+            states.append(node)  # None for a node the connectivity rule removed (unused)
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

@@ -305,3 +305,30 @@ def test_property_derive(name, seed, p_edge, p_op, with_scores):
             with pytest.raises(GenotypeError, match="several ops"):
                 to_nb201_string(g)
     assert derive(space, *live_mask(space, g)) == g
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(["bayesnas8", "darts", "nb201"]),
+    seed=st.integers(0, 2**32 - 1),
+    p_edge=st.floats(0.05, 1.0),
+    p_op=st.floats(0.05, 1.0),
+)
+def test_property_derived_genotypes_build_and_run(name, seed, p_edge, p_op):
+    # whatever the connectivity rule removed, the evaluation cells build and run
+    import torch
+
+    from pyronas.evalnet import Cell
+
+    space = get_space(name)
+    rng = np.random.default_rng(seed)
+    edge_shape, op_shape = space.switch_shapes()
+    keep_edge = rng.random(edge_shape) < p_edge
+    keep_op = rng.random(op_shape) < p_op
+    g = derive(space, keep_edge, keep_op, rng.random(op_shape))
+    s = torch.randn(1, 2, 4, 4)
+    for reduction in ([False, True] if g.reduce is not None else [False]):
+        cell = Cell(g, 2, 2, 2, reduction=reduction, reduction_prev=False,
+                    num_inputs=space.num_inputs).eval()
+        out = cell(s, s)
+        assert out.shape[1] == 2 * len(g.concat("reduce" if reduction else "normal"))

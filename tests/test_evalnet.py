@@ -176,12 +176,26 @@ def test_one_input_genotype() -> None:
         (Genotype([[("skip_connect", 2)]], [2], None, None), "cannot take input 2"),
         (Genotype([[("skip_connect", 0)]], [3], None, None), "concat"),
         (Genotype([("skip_connect", 0)], [2], None, None), "two pairs"),
-        (Genotype([[]], [2], None, None), "non-empty"),
+        (Genotype([[]], [2], None, None), "no input but is used"),
+        (Genotype([[], [("skip_connect", 2)]], [3], None, None), "no input but is used"),
     ],
 )
 def test_bad_genotype_raises(g: Genotype, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Cell(g, 4, 4, 4, reduction=False, reduction_prev=False)
+
+
+def test_nodes_removed_by_the_connectivity_rule_are_skipped() -> None:
+    # A derived genotype keeps a removed node as an empty placeholder (later nodes keep their
+    # indices); it is neither concatenated nor an input, so the cell equals the one without it.
+    torch.manual_seed(0)
+    with_gap = Genotype([[("skip_connect", 0)], [], [("skip_connect", 2)]], [2, 4], None, None)
+    cell = Cell(with_gap, 4, 4, 4, reduction=False, reduction_prev=False).eval()
+    s0, s1 = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    out = cell(s0, s1)
+    assert out.shape == (2, 8, 6, 6)
+    first = cell.preprocess0(s0)
+    torch.testing.assert_close(out, torch.cat([first, first], dim=1))
 
 
 # --- networks -----------------------------------------------------------------------------
