@@ -79,6 +79,13 @@ def jobs(args: argparse.Namespace) -> list[Job]:
     ]
 
 
+def _device(name: str) -> str:
+    """The GPU's name (``cuda (NVIDIA H200)`` -> ``NVIDIA H200``), ``CPU`` for a processor."""
+    if name.startswith("cuda"):
+        return name.partition("(")[2].rstrip(")") or "GPU"
+    return name if name.startswith(("NVIDIA", "AMD", "Tesla")) else "CPU"
+
+
 def _pm(values: list[float]) -> str:
     if not values:
         return "-"
@@ -103,8 +110,9 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             cost = read_json(run / "search" / "metrics.json") or {}
             if "search_seconds" in cost:
                 minutes.append(cost["search_seconds"] / 60)
-            devices.add(cost.get("device_name", "?"))
-            devices.add(metrics.get("device_name", metrics.get("device", "?")))
+            if cost:
+                devices.add(_device(cost.get("device_name", cost.get("search_device", "?"))))
+            devices.add(_device(metrics.get("device_name", metrics.get("device", "?"))))
         rows.append({"strategy": label, "accs": accs, "skips_normal": skips, "ops_normal": ops,
                      "search_minutes": minutes, "devices": sorted(devices)})
     return rows
@@ -113,22 +121,21 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     search = SMOKE_SEARCH if args.smoke else SEARCH
     budget = SMOKE_RETRAIN if args.smoke else RETRAIN
-    devices = sorted({d for r in rows for d in r["devices"]})
     lines = [
         f"{args.dataset}, seeds {', '.join(map(str, args.seeds))}; search {search} "
-        f"(the same number of epochs for every strategy); retraining {budget}; device(s): "
-        f"{', '.join(devices) or '-'}.",
+        f"(the same number of epochs for every strategy); retraining {budget}.",
         "",
         "| strategy | test acc % (mean +/- sd) | runs | skips in normal cell (per seed) "
-        "| ops in normal cell (per seed) | search minutes (mean) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| ops in normal cell (per seed) | search minutes (mean) | device |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         mins = f"{statistics.mean(r['search_minutes']):.1f}" if r["search_minutes"] else "-"
         lines.append(
             f"| {r['strategy']} | {_pm(r['accs'])} | {len(r['accs'])} "
             f"| {', '.join(map(str, r['skips_normal'])) or '-'} "
-            f"| {', '.join(map(str, r['ops_normal'])) or '-'} | {mins} |")
+            f"| {', '.join(map(str, r['ops_normal'])) or '-'} | {mins} "
+            f"| {', '.join(r['devices']) or '-'} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,135 @@
+"""Idempotent jobs (pyronas.jobs) and the two comparison scripts built on them."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyronas.genotype import load_genotype
+from pyronas.jobs import (
+    Job,
+    count_skips,
+    read_json,
+    retrain_job,
+    run_jobs,
+    search_job,
+    write_markdown_section,
+)
+from pyronas.search import resolve_search_config, run_search
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SEARCH = {"dataset": "digits", "train_size": 200, "channels": 4, "layers": 3,
+               "batch_size": 50, "t_max": 1, "search_epochs": 1, "curvature_batches": 1,
+               "bn_batches": 1, "posterior_draws": 2, "num_candidates": 2, "num_threads": 1}
+
+
+def _experiment(name):
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def _json_files(tmp_path, n):
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"{i}.json"
+        path.write_text(json.dumps({"i": i}))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_jobs_collects_results_and_survives_a_failing_job(tmp_path, workers, caplog):
+    paths = _json_files(tmp_path, 3)
+    jobs = [Job(f"j{i}", read_json, {"path": p}) for i, p in enumerate(paths)]
+    jobs.append(Job("broken", read_json, {"path": tmp_path}))  # a folder: IsADirectoryError
+    with caplog.at_level(logging.ERROR):
+        results = run_jobs(jobs, workers=workers, num_threads=None)
+    assert results == {"j0": {"i": 0}, "j1": {"i": 1}, "j2": {"i": 2}}
+    assert "job broken failed" in caplog.text
+
+
+def test_run_jobs_starts_nothing_after_the_deadline(tmp_path, caplog):
+    jobs = [Job("late", read_json, {"path": _json_files(tmp_path, 1)[0]})]
+    with caplog.at_level(logging.WARNING):
+        assert run_jobs(jobs, deadline=-1.0, num_threads=None) == {}
+    assert "late not started" in caplog.text
+
+
+def test_count_skips():
+    assert count_skips(load_genotype("DARTS_V2")) == 2
+    assert count_skips(load_genotype("DARTS_V2"), "reduce") == 3
+
+
+def test_markdown_section_is_replaced_in_place(tmp_path):
+    md = tmp_path / "results.md"
+    md.write_text("# Results\n\nbefore\n")
+    write_markdown_section(md, "x", "one")
+    md.write_text(md.read_text() + "\nafter\n")
+    write_markdown_section(md, "x", "two")
+    text = md.read_text()
+    assert text.count("<!-- x:start -->") == 1 and "two" in text and "one" not in text
+    assert text.index("before") < text.index("two") < text.index("after")
+
+
+def test_run_search_refuses_a_baseline_strategy(tmp_path):
+    cfg = resolve_search_config(None, {**TINY_SEARCH, "strategy": "darts1",
+                                       "out": str(tmp_path / "s")})
+    with pytest.raises(ValueError, match="strategy 'darts1'"):
+        run_search(cfg)
+
+
+def test_search_job_runs_the_named_strategy_once(tmp_path):
+    out = tmp_path / "s"
+    path = search_job({**TINY_SEARCH, "strategy": "darts1", "out": str(out)})
+    genotype = load_genotype(path)
+    # DARTS rule: two inputs per node, one op each
+    assert all(len(pairs) == 2 for pairs in genotype.normal)
+    assert read_json(out / "metrics.json")["strategy"] == "darts1"
+    stamp = path.stat().st_mtime_ns
+    assert search_job({**TINY_SEARCH, "strategy": "darts1", "out": str(out)}) == path
+    assert path.stat().st_mtime_ns == stamp  # finished: skipped
+
+
+def test_retrain_job_is_skipped_once_finished(tmp_path):
+    overrides = {"train_size": 100, "C": 4, "layers": 3, "epochs": 1, "dataset": "digits",
+                 "num_threads": 1}
+    first = retrain_job("DARTS_V2", "retrain_digits", overrides, str(tmp_path / "r"))
+    stamp = (tmp_path / "r" / "metrics.json").stat().st_mtime_ns
+    again = retrain_job("DARTS_V2", "retrain_digits", overrides, str(tmp_path / "r"))
+    assert again == first
+    assert (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_compare_cells_smoke(tmp_path):
+    compare = _experiment("compare_cells")
+    md = tmp_path / "results.md"
+    out = tmp_path / "cells"
+    assert compare.main(["--smoke", "--dataset", "digits", "--seeds", "0", "--random-cells",
+                         "1", "--out", str(out), "--results-md", str(md)]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["cell"] for r in rows] == [*compare.PUBLISHED, "random0"]
+    assert all(r["seeds_done"] == 1 and 0 <= r["accs"][0] <= 100 for r in rows)
+    assert "<!-- cells-compare:start -->" in md.read_text()
+    # the random cells are fixed draws: the same in every run
+    again = compare.random_cells(1, tmp_path / "again")
+    assert load_genotype(again[0]) == load_genotype(out / "cells" / "random0.json")
+
+
+def test_compare_strategies_smoke(tmp_path):
+    compare = _experiment("compare_strategies")
+    md = tmp_path / "results.md"
+    out = tmp_path / "strategies"
+    argv = ["--smoke", "--dataset", "digits", "--seeds", "0", "--strategies", "bayesnas-laplace",
+            "darts1", "--out", str(out), "--results-md", str(md)]
+    assert compare.main(argv) == 0
+    rows = {r["strategy"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert len(rows["bayesnas-laplace"]["accs"]) == len(rows["darts1"]["accs"]) == 1
+    assert rows["darts1"]["ops_normal"] == [8]
+    search = read_json(out / "darts1" / "seed0" / "search" / "metrics.json")
+    assert search["strategy"] == "darts1"
+    assert "<!-- strategies-compare:start -->" in md.read_text()
