@@ -97,7 +97,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per strategy from the run folders that finished."""
     rows = []
     for label in args.strategies:
-        accs, skips, ops, minutes, devices = [], [], [], [], set()
+        accs, skips, ops, minutes, params, devices = [], [], [], [], [], set()
         for seed in args.seeds:
             run = args.out / label / f"seed{seed}"
             metrics = read_json(run / "retrain" / "metrics.json")
@@ -105,6 +105,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             genotype = load_genotype(run / "search" / "genotype.json")
             accs.append(float(metrics["test_acc"]))
+            params.append(float(metrics["params_M"]))
             skips.append(count_skips(genotype))
             ops.append(sum(len(pairs) for pairs in genotype.normal))
             cost = read_json(run / "search" / "metrics.json") or {}
@@ -114,7 +115,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                 devices.add(_device(cost.get("device_name", cost.get("search_device", "?"))))
             devices.add(_device(metrics.get("device_name", metrics.get("device", "?"))))
         rows.append({"strategy": label, "accs": accs, "skips_normal": skips, "ops_normal": ops,
-                     "search_minutes": minutes, "devices": sorted(devices)})
+                     "search_minutes": minutes, "params_M": params, "devices": sorted(devices)})
     return rows
 
 
@@ -126,15 +127,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"(the same number of epochs for every strategy); retraining {budget}.",
         "",
         "| strategy | test acc % (mean +/- sd) | runs | skips in normal cell (per seed) "
-        "| ops in normal cell (per seed) | search minutes (mean) | device |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| ops in normal cell (per seed) | params (M, mean) | search minutes (mean) | device |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         mins = f"{statistics.mean(r['search_minutes']):.1f}" if r["search_minutes"] else "-"
+        params = f"{statistics.mean(r['params_M']):.3f}" if r["params_M"] else "-"
         lines.append(
             f"| {r['strategy']} | {_pm(r['accs'])} | {len(r['accs'])} "
             f"| {', '.join(map(str, r['skips_normal'])) or '-'} "
-            f"| {', '.join(map(str, r['ops_normal'])) or '-'} | {mins} "
+            f"| {', '.join(map(str, r['ops_normal'])) or '-'} | {params} | {mins} "
             f"| {', '.join(r['devices']) or '-'} |")
     return "\n".join(lines)
 
