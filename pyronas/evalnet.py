@@ -77,10 +77,11 @@ def _pair(p: Sequence[Any]) -> tuple[str, int]:
     return str(p[0]), int(p[1])
 
 
-def drop_path(x: Tensor, drop_prob: float) -> Tensor:
+def drop_path(x: Tensor, drop_prob: float | Tensor) -> Tensor:
     """Zero whole samples with probability ``drop_prob``, rescale the rest by ``1 / keep``.
 
-    ``x`` is ``(batch, ...)``; one Bernoulli draw per sample.
+    ``x`` is ``(batch, ...)``; one Bernoulli draw per sample. ``drop_prob`` may be a 0-dim
+    tensor (the networks pass one, so a compiled network does not recompile when it changes).
     """
     keep = 1.0 - drop_prob
     mask = torch.empty(
@@ -157,11 +158,14 @@ class Cell(nn.Module):
                 self.ops.append(OPS[name](C, stride, affine))
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: Tensor | None, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
+    def forward(
+        self, s0: Tensor | None, s1: Tensor, drop_prob: float | Tensor = 0.0
+    ) -> Tensor:
         """Compute the cell.
 
         ``s0`` (batch, C_prev_prev, H0, W0) and ``s1`` (batch, C_prev, H, W) give
-        ``(batch, multiplier * C, H', W')``; ``s0`` is ignored by one-input cells.
+        ``(batch, multiplier * C, H', W')``; ``s0`` is ignored by one-input cells. Drop path
+        applies in training mode when ``drop_prob`` is a tensor or a positive float.
         """
         states: list[Tensor | None]
         if self.num_inputs == 2:
@@ -169,7 +173,7 @@ class Cell(nn.Module):
         else:
             states = [self.preprocess1(s1)]
         k = 0
-        use_drop = self.training and drop_prob > 0.0
+        use_drop = self.training and (isinstance(drop_prob, Tensor) or drop_prob > 0.0)
         for pairs in self.nodes:
             node: Tensor | None = None
             for _, src in pairs:
@@ -238,11 +242,38 @@ def _genotype_inputs(genotype: Any, num_inputs: int | None) -> int:
 
 
 class _Network(nn.Module):
-    """Shared body: cells, auxiliary head, classifier."""
+    """Shared body: cells, auxiliary head, classifier, the drop-path probability.
+
+    ``drop_path_prob`` reads and writes a float, but the value lives in a 0-dim buffer that the
+    cells receive, so the training loop can ramp it every epoch without a compiled network
+    specialising on (and recompiling for) each value. Only switching drop path on or off
+    changes the traced code.
+    """
 
     _layers: int
     _auxiliary: bool
     cells: nn.ModuleList
+
+    def _init_drop_path(self, drop_path_prob: float) -> None:
+        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
+        self._drop_value = 0.0
+        self._drop_on = False
+        self.drop_path_prob = drop_path_prob
+
+    @property
+    def drop_path_prob(self) -> float:
+        """Probability of dropping a non-identity op's output per sample (training only)."""
+        return self._drop_value
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"drop_path_prob must be in [0, 1), got {value}")
+        with torch.no_grad():
+            self._drop_prob.fill_(value)
+        self._drop_value = value
+        self._drop_on = value > 0.0
 
     def _build_cells(
         self,
@@ -276,7 +307,7 @@ class _Network(nn.Module):
     def _run_cells(self, s0: Tensor, s1: Tensor) -> tuple[Tensor, Tensor | None]:
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self._drop_prob if self._drop_on else 0.0)
             if i == 2 * self._layers // 3 and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)
         return s1, logits_aux
@@ -322,7 +353,7 @@ class NetworkCIFAR(_Network):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
-        self.drop_path_prob = drop_path_prob
+        self._init_drop_path(drop_path_prob)
         C_stem = stem_multiplier * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
@@ -370,7 +401,7 @@ class NetworkImageNet(_Network):
         super().__init__()
         self._layers = layers
         self._auxiliary = auxiliary
-        self.drop_path_prob = drop_path_prob
+        self._init_drop_path(drop_path_prob)
         self.stem0 = nn.Sequential(
             nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C // 2),

@@ -274,3 +274,29 @@ def test_bundled_genotypes_build() -> None:
     genotype = pytest.importorskip("pyronas.genotype")
     g = genotype.load_genotype("DARTS_V2")
     assert count_parameters(NetworkCIFAR(g, auxiliary=False)) == 3_349_342
+
+
+def test_ramping_drop_path_does_not_recompile() -> None:
+    # The training loop sets drop_path_prob every epoch; a compiled network must not trace
+    # a new graph for each value (dynamo gives up compiling after a few recompilations).
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    net = NetworkCIFAR(DARTS_V2, C=4, layers=3, auxiliary=False, in_channels=1).train()
+    model = torch.compile(net, backend=counting_backend)
+    x = torch.randn(2, 1, 8, 8)
+    for epoch in range(6):
+        net.drop_path_prob = 0.2 * epoch / 6
+        assert net.drop_path_prob == 0.2 * epoch / 6
+        model(x)
+    assert len(graphs) == 2  # drop path off (epoch 0), then on
+
+
+def test_drop_path_prob_must_be_a_probability() -> None:
+    net = NetworkCIFAR(DARTS_V2, C=4, layers=3, auxiliary=False, in_channels=1)
+    with pytest.raises(ValueError, match="drop_path_prob"):
+        net.drop_path_prob = 1.0
