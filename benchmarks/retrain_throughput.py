@@ -26,6 +26,7 @@ OPTIONS: dict[str, tuple[str, bool, bool, bool]] = {
     "fp32": ("float32", False, False, False),
     "cl": ("channels_last", True, False, False),
     "compile": ("torch.compile", False, True, False),
+    "cl_compile": ("channels_last + compile", True, True, False),
     "amp": ("amp", False, False, True),
     "amp_cl": ("amp + channels_last", True, False, True),
     "amp_cl_compile": ("amp + channels_last + compile", True, True, True),
@@ -75,11 +76,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--channels", type=int, default=36)
     parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--options", default=None,
                         help=f"comma-separated subset of {','.join(OPTIONS)} (default: all that "
                         "apply; amp needs CUDA); the first one is the speed-up baseline")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     names = args.options.split(",") if args.options else list(OPTIONS)
     unknown = [n for n in names if n not in OPTIONS]
