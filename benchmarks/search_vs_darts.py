@@ -23,6 +23,7 @@ Usage::
     python benchmarks/search_vs_darts.py               # CPU or the GPU if there is one
     python benchmarks/search_vs_darts.py --quick       # tiny sizes, a smoke run
     python benchmarks/search_vs_darts.py --darts2      # also time one second-order epoch
+    python benchmarks/search_vs_darts.py --set curvature_batches=1   # a BayesNAS setting changed
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def _darts(settings: dict[str, Any], out: Path, name: str, epochs: int
     return _epoch_seconds(out), time.perf_counter() - start
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value parsed as YAML (numbers, booleans, strings)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -77,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--darts2", action="store_true", help="also one second-order epoch")
     parser.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="change a BayesNAS search setting (DARTS keeps its own); repeatable")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYRONAS_NO_PROGRESS", "1")
     logging.basicConfig(level=logging.WARNING)
@@ -91,15 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         device = "cpu"
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    bayesnas_settings = {**settings, **dict(args.set)}
     print(f"settings: {settings}; DARTS epochs {darts_epochs}")
+    if args.set:
+        print(f"BayesNAS only: {dict(args.set)}")
 
     # warm-up (not timed): first calls pay for imports, kernel selection and allocator growth
-    _bayesnas({**settings, **QUICK, "t_max": 1}, root / "warmup-bayesnas")
+    _bayesnas({**bayesnas_settings, **QUICK, "t_max": 1}, root / "warmup-bayesnas")
     _darts({**settings, **QUICK}, root / "warmup-darts1", "darts1", 1)
 
     rows = []
     for r in range(args.repeats):
-        b_epochs, b_total = _bayesnas(settings, root / f"bayesnas-{r}")
+        b_epochs, b_total = _bayesnas(bayesnas_settings, root / f"bayesnas-{r}")
         d_epochs, d_total = _darts(settings, root / f"darts1-{r}", "darts1", darts_epochs)
         row = {
             "bayesnas_epoch": statistics.median(b_epochs),

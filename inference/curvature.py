@@ -29,7 +29,13 @@ Backends (chosen by name, see :data:`BACKENDS`; more can be added with :func:`re
 
 Samples must be independent for the per-sample backends, so the network is evaluated in eval mode
 (BatchNorm uses its running statistics). Pass the network as ``module`` to have it switched to eval
-mode for the computation and restored afterwards; otherwise the caller is responsible.
+mode for the computation and restored afterwards; otherwise the caller is responsible. The
+``torch.func`` backends (``ggn``, ``fisher``) run under ``torch.no_grad``, so the network weights,
+which they do not differentiate, record no graph. With ``affine_batch_norm=True`` they also run
+the eval-mode batch norms of ``module`` as the per-channel affine maps they are
+(:func:`affine_batch_norms`): the same function, about 20% cheaper under ``vmap`` on the digits
+search network, but rounded differently (float32: relative differences about 1e-7 in the
+curvature), which is enough to change the path of a long search; hence off by default.
 """
 
 from __future__ import annotations
@@ -72,6 +78,50 @@ def eval_mode(module: nn.Module | None) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def _affine_forward(norm: nn.modules.batchnorm._BatchNorm) -> Callable[[Tensor], Tensor]:
+    """Eval-mode forward of a batch norm as ``x * scale + shift`` per channel."""
+
+    def forward(x: Tensor) -> Tensor:
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        shift = -norm.running_mean * scale
+        if norm.weight is not None:
+            scale = scale * norm.weight
+            shift = shift * norm.weight + norm.bias
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * scale.reshape(shape) + shift.reshape(shape)
+
+    return forward
+
+
+@contextmanager
+def affine_batch_norms(module: nn.Module | None) -> Iterator[None]:
+    """Run the eval-mode batch norms of ``module`` as explicit per-channel affine maps.
+
+    ``(x - running_mean) / sqrt(running_var + eps) * weight + bias`` written with elementwise
+    ops: the same function up to rounding (float32: relative differences about 1e-7), but
+    ``torch.func.vmap`` batches it far more cheaply than ``batch_norm``. Batch norms in
+    training mode or without running statistics are left alone; the modules are restored on
+    exit.
+    """
+    if module is None:
+        yield
+        return
+    patched = [
+        m for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not m.training
+        and m.running_mean is not None
+        and "forward" not in m.__dict__
+    ]
+    for m in patched:
+        m.forward = _affine_forward(m)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
 
 
 def _check_likelihood(likelihood: str) -> None:
@@ -160,11 +210,14 @@ def ggn_backend(
     noise_std: float,
     module: nn.Module | None,
     chunk_size: int | None = 32,
+    affine_batch_norm: bool = False,
     **_: object,
 ) -> dict[str, Tensor]:
     """Exact diagonal GGN of the mean NLL of one batch (see the module docstring).
 
     ``chunk_size`` samples are processed together by ``vmap``: lower it to save memory.
+    ``affine_batch_norm``: run the eval-mode batch norms as explicit affine maps (faster,
+    rounded differently; see the module docstring).
     """
     primals = _detached(sites)
     f = _single(forward)
@@ -174,7 +227,9 @@ def ggn_backend(
         return out, out.detach()
 
     jac_fn = vmap(jacrev(f_aux, has_aux=True), in_dims=(None, 0), chunk_size=chunk_size)
-    with eval_mode(module):
+    # torch.func differentiates w.r.t. the sites inside no_grad; the weights record no graph
+    norms = affine_batch_norms(module if affine_batch_norm else None)
+    with eval_mode(module), norms, torch.no_grad():
         jac, output = jac_fn(primals, x)  # jac[site]: (batch, *out, *site); output: (batch, *out)
     batch = output.shape[0]
     out_numel = output[0].numel()
@@ -203,6 +258,7 @@ def fisher_backend(
     generator: torch.Generator | None = None,
     num_samples: int = 1,
     chunk_size: int | None = 32,
+    affine_batch_norm: bool = False,
     **_: object,
 ) -> dict[str, Tensor]:
     """Monte Carlo Fisher diagonal of the mean NLL of one batch.
@@ -210,12 +266,13 @@ def fisher_backend(
     For every data point ``num_samples`` labels are drawn from the model's predictive
     distribution (with ``generator``, or the global RNG); the true labels ``y`` are not used.
     The squared per-sample gradients are averaged over labels and data points.
+    ``affine_batch_norm`` as for :func:`ggn_backend`.
     """
     primals = _detached(sites)
     f = _single(forward)
-    with eval_mode(module):
-        with torch.no_grad():
-            output = forward(primals, x)
+    norms = affine_batch_norms(module if affine_batch_norm else None)
+    with eval_mode(module), norms, torch.no_grad():
+        output = forward(primals, x)
         if likelihood == "categorical":
             probs = torch.softmax(output, -1)
             labels = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
@@ -315,8 +372,8 @@ def diagonal_curvature(
     max_batches : int, optional
         Use only the first ``max_batches`` batches.
     **options
-        Passed to the backend, e.g. ``chunk_size`` (ggn, fisher), ``generator`` and
-        ``num_samples`` (fisher).
+        Passed to the backend, e.g. ``chunk_size`` and ``affine_batch_norm`` (ggn, fisher),
+        ``generator`` and ``num_samples`` (fisher).
 
     Returns
     -------
@@ -355,6 +412,7 @@ __all__ = [
     "diagonal_curvature",
     "eval_mode",
     "exact_backend",
+    "affine_batch_norms",
     "fisher_backend",
     "ggn_backend",
     "hessian_diagonal",

@@ -453,11 +453,19 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
             genotype_text,
         )
         _save_checkpoint(checkpoint_path, cfg, net, state, history)
+        # the next MAP epoch skips the ops pruned so far (their switches are frozen at zero)
+        net.set_alive(state.masks["op_switch"])
 
     def before_curvature(state: Type2State) -> None:
-        batches = itertools.islice(loaders["train"], cfg["bn_batches"])
-        recalibrate_batchnorm(net, state.sites, batches, device)
+        # batch-norm statistics and curvature of every op, pruned ones included, as without
+        # the mask: the Laplace fit and the evidence keep a curvature for pruned switches
+        net.set_alive(None)
+        if cfg["bn_batches"]:
+            batches = itertools.islice(loaders["train"], cfg["bn_batches"])
+            recalibrate_batchnorm(net, state.sites, batches, device)
 
+    if resume is not None:
+        net.set_alive(resume["type2"]["masks"]["op_switch"])
     state = run_type2(
         prior,
         net,
@@ -470,8 +478,9 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         callback=on_iteration,
         warmup_loader=_DeviceLoader(loaders["warmup"], device) if "warmup" in loaders else None,
         resume=None if resume is None else resume["type2"],
-        before_curvature=before_curvature if cfg["bn_batches"] else None,
+        before_curvature=before_curvature,
     )
+    net.set_alive(None)
     if state.posterior is None:
         raise ValueError("t_max must be at least 1: the search ran no type-II iteration")
 

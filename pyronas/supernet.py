@@ -10,6 +10,12 @@ nodes (DARTS spaces) or its last node (NAS-Bench-201). The network owns only wei
 switches come in with every call, so a Pyro model can sample them and autograd can differentiate
 through them.
 
+Pruned operations can be left out of the computation with :meth:`SuperNet.set_alive`: a static
+(Python-level) mask of the live ops, set between search iterations, that every forward then
+follows. An op whose switch is zero contributes exactly zero, so leaving it out changes neither
+the output nor the gradients of the live switches; the mask is not a branch on tensor values, so
+``torch.func`` transforms over the switches (vmap, jacrev) see an ordinary, smaller network.
+
 Macro skeletons:
 
 * two-input spaces (``bayesnas8``, ``darts``): the DARTS search network. A 3x3 conv + BN stem,
@@ -55,9 +61,11 @@ class MixedEdge(nn.Module):
             if name in POOL_OPS:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             self.ops.append(op)
+        self.live: tuple[int, ...] = tuple(range(len(ops)))
+        """Indices of the computed ops (see :meth:`SuperNet.set_alive`)."""
 
-    def forward(self, x: Tensor, edge_switch: Tensor, op_switch: Tensor) -> Tensor:
-        """Mix the operations.
+    def forward(self, x: Tensor, edge_switch: Tensor, op_switch: Tensor) -> Tensor | None:
+        """Mix the live operations.
 
         Parameters
         ----------
@@ -70,16 +78,18 @@ class MixedEdge(nn.Module):
 
         Returns
         -------
-        Tensor
-            ``(batch, C, H / stride, W / stride)``.
+        Tensor or None
+            ``(batch, C, H / stride, W / stride)``; ``None`` when no op is live (the edge
+            outputs zero).
         """
+        if not self.live:
+            return None
         x = x * edge_switch
         out: Tensor | None = None
         # out-of-place sums: in-place ops have no torch.func batching rules (vmap, jacrev)
-        for op, s in zip(self.ops, op_switch.unbind(0), strict=True):
-            y = op(x) * s
+        for k in self.live:
+            y = self.ops[k](x) * op_switch[k]
             out = y if out is None else out + y
-        assert out is not None
         return out
 
 
@@ -117,6 +127,7 @@ class SearchCell(nn.Module):
         self.num_nodes = space.num_nodes
         self.concat = space.concat
         self.reduction = reduction
+        self.C = C
         self.edge_list: tuple[tuple[int, int], ...] = space.edges[cell_type]
         if self.num_inputs == 2:
             self.preprocess0: nn.Module = preprocess(C_prev_prev, C, reduction_prev, False)
@@ -140,6 +151,29 @@ class SearchCell(nn.Module):
             if not incoming:
                 raise ValueError(f"space {space.name!r}: node {j} of {cell_type} has no input")
         self.multiplier = self.num_nodes if self.concat else 1
+
+    def set_live(self, op_alive: Tensor | None) -> None:
+        """Compute only the live ops of every edge.
+
+        Parameters
+        ----------
+        op_alive
+            ``(edge, op)`` booleans, or ``None`` to compute every op.
+        """
+        for e, edge in enumerate(self.edges):
+            if op_alive is None:
+                edge.live = tuple(range(len(edge.ops)))
+            else:
+                edge.live = tuple(int(k) for k in torch.nonzero(op_alive[e]).flatten())
+
+    def _zero_node(self, states: list[Tensor]) -> Tensor:
+        """Zeros of a node's shape, for a node whose incoming ops are all dead."""
+        inside = len(states) > self.num_inputs
+        ref = states[-1] if inside else states[0]
+        batch, _, h, w = ref.shape
+        if self.reduction and not inside:
+            h, w = (h + 1) // 2, (w + 1) // 2  # every stride-2 op outputs ceil(H / 2)
+        return ref.new_zeros(batch, self.C, h, w)
 
     def forward(
         self, s0: Tensor | None, s1: Tensor, edge_switch: Tensor, op_switch: Tensor
@@ -169,9 +203,9 @@ class SearchCell(nn.Module):
             for e in incoming:
                 src = self.edge_list[e][0]
                 y = self.edges[e](states[src], edge_switch[e], op_switch[e])
-                node = y if node is None else node + y
-            assert node is not None
-            states.append(node)
+                if y is not None:
+                    node = y if node is None else node + y
+            states.append(self._zero_node(states) if node is None else node)
         if self.concat:
             return torch.cat(states[self.num_inputs :], dim=1)
         return states[-1]
@@ -299,6 +333,41 @@ class SuperNet(nn.Module):
             torch.ones(edge_shape, dtype=ref.dtype, device=ref.device),
             torch.ones(op_shape, dtype=ref.dtype, device=ref.device),
         )
+
+    def set_alive(self, op_alive: Tensor | None) -> None:
+        """Leave dead ops out of every later forward (``None``: compute all ops again).
+
+        Parameters
+        ----------
+        op_alive
+            Booleans of the ``op_switch`` shape, ``(cell_type, edge, op)`` if tied else
+            ``(cell, edge, op)``: False where the op's switch is pruned (held at zero). Cell
+            ``i`` computes the ops of its row; an edge without a live op is skipped and a node
+            without a live input is zero.
+
+        Notes
+        -----
+        Outputs and the gradients of the live switches are unchanged only while the switches
+        of the dead ops are zero: the caller keeps them so (the search freezes pruned switches
+        at zero). The mask is Python state, not a buffer, so ``state_dict`` does not hold it.
+        """
+        if op_alive is None:
+            for cell in self.cells:
+                cell.set_live(None)
+            return
+        op_alive = torch.as_tensor(op_alive).detach().cpu().to(torch.bool)
+        expected = self.switch_shapes()[1]
+        if tuple(op_alive.shape) != expected:
+            raise ValueError(
+                f"op_alive has shape {tuple(op_alive.shape)}, expected the op_switch shape "
+                f"{expected}"
+            )
+        for i, cell in enumerate(self.cells):
+            cell.set_live(op_alive[self._switch_index[i]])
+
+    def num_live_ops(self) -> int:
+        """Number of ops a forward pass computes, over all cells."""
+        return sum(len(edge.live) for cell in self.cells for edge in cell.edges)
 
     def _check_switches(self, edge_switch: Tensor, op_switch: Tensor) -> None:
         edge_shape, op_shape = self.switch_shapes()

@@ -262,3 +262,43 @@ def test_register_backend_and_errors():
         diagonal_curvature(lambda s, xb: xb, {"a": torch.ones(1)}, [], likelihood="poisson")
     with pytest.raises(ValueError, match="no batches"):
         diagonal_curvature(lambda s, xb: xb, {"a": torch.ones(1)}, [])
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_affine_batch_norms_compute_the_same_eval_function(affine):
+    from pyronas.inference.curvature import affine_batch_norms
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3, affine=affine)).to(DTYPE)
+    net[1].running_mean.normal_()
+    net[1].running_var.uniform_(0.5, 2.0)
+    if affine:
+        with torch.no_grad():
+            net[1].weight.normal_()
+            net[1].bias.normal_()
+    x = torch.randn(4, 2, 5, 5, dtype=DTYPE)
+    net.eval()
+    ref = net(x)
+    with affine_batch_norms(net):
+        assert "forward" in net[1].__dict__
+        torch.testing.assert_close(net(x), ref, rtol=1e-12, atol=1e-12)
+    assert "forward" not in net[1].__dict__
+    net.train()  # batch statistics: left alone
+    with affine_batch_norms(net):
+        assert "forward" not in net[1].__dict__
+
+
+@pytest.mark.parametrize("backend", ["ggn", "fisher"])
+def test_affine_batch_norm_option_keeps_the_curvature(backend):
+    net, forward, sites, x, y = _make_net()
+    net.train()  # the backends switch to eval mode, then patch the batch norms
+
+    def run(**options):
+        return diagonal_curvature(
+            forward, sites, [(x, y)], backend=backend, module=net,
+            generator=torch.Generator().manual_seed(3), **options,
+        )
+
+    ref = run()
+    _assert_close(run(affine_batch_norm=True), ref, rtol=1e-10, atol=1e-12)
+    assert net.training and all("forward" not in m.__dict__ for m in net.modules())

@@ -130,3 +130,31 @@ def test_site_gamma_broadcasts_group_variances_to_cells():
     gamma = prior.site_gamma(hypers, "op_switch")
     assert gamma.shape == (5, 8, 7)
     assert (gamma[index == 1] == 0.5).all() and (gamma[index == 0] == 1.0).all()
+
+
+def test_skipping_pruned_ops_gives_the_same_search(tmp_path, monkeypatch):
+    # a strong group lasso prunes most ops at the first update, so the second MAP epoch skips them
+    from pyronas.supernet import SuperNet
+
+    settings = {"lambda_op": 5.0, "lambda_edge": 5.0, "train_size": 200}
+    set_alive = SuperNet.set_alive
+    masks = []
+
+    def spy(self, op_alive):
+        masks.append(op_alive)
+        set_alive(self, op_alive)
+
+    monkeypatch.setattr(SuperNet, "set_alive", spy)
+    skipping = _search(tmp_path, "skip", **settings)
+    assert any(m is not None and not bool(m.all()) for m in masks)  # some ops were skipped
+    monkeypatch.setattr(SuperNet, "set_alive", lambda self, op_alive: set_alive(self, None))
+    computing = _search(tmp_path, "all", **settings)
+
+    assert skipping.genotype == computing.genotype
+    for name, mask in skipping.state.masks.items():
+        assert torch.equal(mask, computing.state.masks[name])
+        torch.testing.assert_close(skipping.state.sites[name], computing.state.sites[name])
+    # the weights of skipped ops get no weight decay any more, which moves the curvature of
+    # the pruned switches (and so the evidence) a little; the live switches are unaffected
+    for a, b in zip(skipping.records, computing.records, strict=True):
+        assert a["log_evidence"] == pytest.approx(b["log_evidence"], rel=1e-4)

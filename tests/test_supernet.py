@@ -239,3 +239,89 @@ def test_one_hot_matches_eval_cell_darts(train: bool) -> None:
             starts[3] + 2: ["skip_connect"], starts[3] + 1: ["max_pool_3x3"],
         }
         _compare("darts", "reduce", picks, train)
+
+
+def _dead_mask(net: SuperNet) -> torch.Tensor:
+    """A mask of the op_switch shape with scattered dead ops, one fully dead edge and, in the
+    first group, a node without any live input."""
+    gen = torch.Generator().manual_seed(1)
+    alive = torch.rand(net.switch_shapes()[1], generator=gen) > 0.4
+    alive[:, 1] = False
+    cell = net.cells[0]
+    for e in cell._incoming[0]:
+        alive[0, e] = False
+    return alive
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_alive_mask_keeps_outputs_and_live_gradients(space: str, tied: bool, train: bool) -> None:
+    net = _net(space, tied).double().train(train)
+    alive = _dead_mask(net)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    edge_shape, op_shape = net.switch_shapes()
+    edge = torch.rand(edge_shape, dtype=torch.float64) + 0.5
+    op = torch.randn(op_shape, dtype=torch.float64) * alive  # dead switches are zero
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        e, o = edge.clone().requires_grad_(True), op.clone().requires_grad_(True)
+        out = net(x, e, o)
+        (out**2).sum().backward()
+        return out.detach(), e.grad, o.grad
+
+    full = run()
+    total = net.num_live_ops()
+    net.set_alive(alive)
+    assert net.num_live_ops() < total
+    masked = run()
+    torch.testing.assert_close(masked[0], full[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(masked[1], full[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(masked[2][alive], full[2][alive], rtol=0, atol=1e-12)
+    # the dead op switches are not in the graph any more
+    assert torch.all(masked[2][~alive] == 0) and full[2][~alive].abs().sum() > 0
+    net.set_alive(None)
+    assert net.num_live_ops() == total
+    torch.testing.assert_close(run()[0], full[0], rtol=0, atol=0)
+
+
+def test_alive_mask_keeps_live_switch_curvature() -> None:
+    from pyronas.inference.curvature import diagonal_curvature
+
+    net = _net("bayesnas8").double().eval()
+    alive = _dead_mask(net)
+    edge, op = net.init_switches()
+    sites = {"edge_switch": edge, "op_switch": op * alive}
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    batches = [(x, torch.tensor([0, 1, 2, 3]))]
+
+    def forward(s: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+        return net(xb, s["edge_switch"], s["op_switch"])
+
+    full = diagonal_curvature(forward, sites, batches, module=net)
+    net.set_alive(alive)
+    masked = diagonal_curvature(forward, sites, batches, module=net)
+    torch.testing.assert_close(masked["edge_switch"], full["edge_switch"], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(
+        masked["op_switch"][alive], full["op_switch"][alive], rtol=1e-10, atol=1e-14
+    )
+    assert torch.all(masked["op_switch"][~alive] == 0)
+
+
+def test_alive_mask_dead_node_is_zero_and_shape_is_checked() -> None:
+    net = _net("bayesnas8").eval()
+    cell = net.cells[0]
+    alive = torch.ones(net.switch_shapes()[1], dtype=torch.bool)
+    alive[0] = False  # every op of the normal cells
+    net.set_alive(alive)
+    s = torch.randn(2, 12, 8, 8)
+    edge, op = net.init_switches()
+    out = cell(s, s, edge[0], op[0] * 0)
+    assert out.shape == (2, cell.multiplier * 4, 8, 8) and torch.all(out == 0)
+    reduce_cell = net.cells[1]  # inputs: the stem (12 channels) and cell 0 (16)
+    assert reduce_cell.reduction
+    net.set_alive(~alive)  # every op of the reduction cells is dead
+    y = reduce_cell(torch.randn(2, 12, 8, 8), torch.randn(2, 16, 8, 8), edge[1], op[1] * 0)
+    assert y.shape == (2, reduce_cell.multiplier * 8, 4, 4) and torch.all(y == 0)
+    with pytest.raises(ValueError, match="op_switch shape"):
+        net.set_alive(torch.ones(2, 8, 6, dtype=torch.bool))
