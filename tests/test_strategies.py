@@ -397,3 +397,36 @@ def test_strategy_defaults_are_the_published_darts_values():
     assert STRATEGY_DEFAULTS["arch_lr"] == 3e-4
     assert STRATEGY_DEFAULTS["arch_weight_decay"] == 1e-3
     assert STRATEGY_DEFAULTS["random_mode"] == "ws"
+
+
+def test_random_ws_trains_only_the_sampled_paths(tmp_path):
+    from pyronas.strategies import random_search
+    from pyronas.strategies.harness import prepare
+
+    cfg = _cfg(search_epochs=1)
+    h = prepare(cfg, tmp_path / "ws", "random")
+    net = h.net
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    probe = sample_random_genotype(h.space, np.random.default_rng(5))
+    random_search._train_supernet(h, 1, probe, [])
+    # replay the per-step draws of the training loop
+    rng = np.random.default_rng([cfg["seed"], 1])
+    used = torch.zeros(h.space.switch_shapes()[1], dtype=torch.bool)
+    for _ in h.loaders["train"]:
+        used |= genotype_switches(h.space, sample_random_genotype(h.space, rng), net)[
+            "op_switch"].cpu() != 0
+    after = net.state_dict()
+    changed = unchanged = 0
+    for i, cell in enumerate(net.cells):
+        t = int(net.cell_type_index[i])
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge.ops):
+                names = [f"cells.{i}.edges.{e}.ops.{k}.{n}" for n, _ in op.named_parameters()]
+                if not names:
+                    continue  # pooling / skip: no weights
+                moved = any(not torch.equal(before[n], after[n]) for n in names)
+                assert moved == bool(used[t, e, k]), (i, e, k)
+                changed += moved
+                unchanged += not moved
+    assert changed and unchanged
+    assert net.num_live_ops() == sum(len(edge.ops) for c in net.cells for edge in c.edges)

@@ -2,7 +2,9 @@
 
 ``random_mode: ws`` -- random search with weight sharing (Li & Talwalkar, UAI 2019): train the
 supernet weights for ``search_epochs`` epochs where every step uses a freshly sampled random cell
-(one-hot switches: only that cell's ops get gradients), then sample ``num_candidates`` cells,
+(one-hot switches, and :meth:`~pyronas.supernet.SuperNet.set_alive` so that only that cell's ops
+run and get gradients and updates; the other ops are left untouched, weight decay and momentum
+included), then sample ``num_candidates`` cells,
 score each with the shared weights on the ``val`` split (batch norms recalibrated per cell on
 the same ``bn_batches`` training batches) and keep the best.
 
@@ -116,9 +118,13 @@ def _score(h: Harness, genotype: Genotype, bn_batches: list) -> float:
     ``bn_batches``, the same for every cell)."""
     assert h.net is not None
     sites = genotype_switches(h.space, genotype, h.net)
-    if bn_batches:
-        recalibrate_batchnorm(h.net, sites, bn_batches, h.device)
-    return evaluate_supernet(h.net, sites, h.loaders["val"], h.device)
+    h.net.set_alive(sites["op_switch"] != 0)  # compute the cell's ops only
+    try:
+        if bn_batches:
+            recalibrate_batchnorm(h.net, sites, bn_batches, h.device)
+        return evaluate_supernet(h.net, sites, h.loaders["val"], h.device)
+    finally:
+        h.net.set_alive(None)
 
 
 def _train_supernet(h: Harness, epochs: int, probe: Genotype, bn_batches: list
@@ -141,9 +147,13 @@ def _train_supernet(h: Harness, epochs: int, probe: Genotype, bn_batches: list
         for x, y in h.loaders["train"]:
             x, y = x.to(device), y.to(device)
             sites = genotype_switches(h.space, sample_random_genotype(h.space, rng), net)
+            # single path: only the sampled ops run, so only their weights get gradients and
+            # updates (the others are not touched, weight decay included)
+            net.set_alive(sites["op_switch"] != 0)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(x, sites["edge_switch"], sites["op_switch"]), y)
             loss.backward()
+            net.set_alive(None)
             if cfg["grad_clip"]:
                 nn.utils.clip_grad_norm_(weights, cfg["grad_clip"])
             opt.step()
