@@ -16,20 +16,28 @@ Rerunning the command skips finished retrainings and resumes interrupted ones.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from compare_fashion_mnist import RETRAIN, SMOKE_RETRAIN
+from compare_fashion_mnist import RETRAIN, SMOKE_RETRAIN, retrain_overrides
 
 from pyronas.genotype import load_genotype, save_genotype
-from pyronas.jobs import Job, count_skips, read_json, retrain_job, run_jobs, write_markdown_section
+from pyronas.jobs import (
+    Job,
+    comparison_parser,
+    count_skips,
+    mean_sd_text,
+    publish_report,
+    read_json,
+    retrain_job,
+    run_jobs,
+)
 from pyronas.space import get_space
 from pyronas.strategies.random_search import sample_random_genotype
+from pyronas.train import DATASET_PRESETS
 
 PUBLISHED = ("DARTS_V2", "BAYESNAS_0.01", "BAYESNAS_0.007", "BAYESNAS_0.005")
 RANDOM_CELL_SEED = 2019
@@ -44,18 +52,6 @@ def random_cells(count: int, out: Path) -> list[Path]:
             for i in range(count)]
 
 
-def retrain_overrides(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    extra = dict(SMOKE_RETRAIN if args.smoke else RETRAIN)
-    if args.dataset == "digits":
-        extra.pop("image_size", None)
-    return {**extra, "dataset": args.dataset, "seed": seed, "device": args.device,
-            "num_workers": 0}
-
-
-def preset(dataset: str) -> str:
-    return "retrain_fashion_mnist" if dataset == "fashion-mnist" else "retrain_digits"
-
-
 def jobs(args: argparse.Namespace) -> tuple[list[Job], dict[str, str]]:
     """Seed-major list of retraining jobs and ``cell name -> genotype`` (name or file)."""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -64,19 +60,12 @@ def jobs(args: argparse.Namespace) -> tuple[list[Job], dict[str, str]]:
         cells[path.stem] = str(path)
     work = [
         Job(f"{name}/seed{seed}", retrain_job,
-            {"genotype": genotype, "preset": preset(args.dataset),
-             "overrides": retrain_overrides(args, seed),
+            {"genotype": genotype, "preset": DATASET_PRESETS[args.dataset],
+             "overrides": retrain_overrides(args.dataset, args.smoke, seed, args.device),
              "out": str(args.out / name / f"seed{seed}")})
         for seed in args.seeds for name, genotype in cells.items()
     ]
     return work, cells
-
-
-def _pm(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
 
 
 def collect(args: argparse.Namespace, cells: dict[str, str]) -> list[dict[str, Any]]:
@@ -109,40 +98,25 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     for r in rows:
         params = f"{r['params_M']:.3f}" if r["params_M"] is not None else "-"
-        lines.append(f"| {r['cell']} | {_pm(r['accs'])} | {r['seeds_done']} | {params} "
+        lines.append(f"| {r['cell']} | {mean_sd_text(r['accs'])} | {r['seeds_done']} | {params} "
                      f"| {r['skips_normal']} |")
     published = [a for r in rows if not r["cell"].startswith("random") for a in r["accs"]]
     rand = [a for r in rows if r["cell"].startswith("random") for a in r["accs"]]
-    lines += ["", f"All published-cell runs: {_pm(published)}; all random-cell runs: {_pm(rand)}."]
+    lines += ["", f"All published-cell runs: {mean_sd_text(published)}; "
+              f"all random-cell runs: {mean_sd_text(rand)}."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = comparison_parser(__doc__.splitlines()[0], "runs/cells")
     parser.add_argument("--random-cells", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("runs/cells"))
-    parser.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
-    parser.add_argument("--workers", type=int, default=1, help="retrainings run at once")
-    parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds after which no new retraining starts")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only tabulate the run folders that exist")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
-    parser.add_argument("--results-md", type=Path, default=None,
-                        help="write the table into this markdown file between markers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     work, cells = jobs(args)
     if not args.report_only:
         run_jobs(work, workers=args.workers, deadline=args.deadline)
     rows = collect(args, cells)
-    text = markdown(rows, args)
-    print(text)
-    (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
-    if args.results_md is not None:
-        write_markdown_section(args.results_md, "cells-compare", text)
+    publish_report(args, rows, markdown(rows, args), "cells-compare")
     return 0
 
 

@@ -15,20 +15,17 @@ the markers ``<!-- fashion-compare:start -->`` and ``<!-- fashion-compare:end --
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pyronas.config import load_config
 from pyronas.genotype import Genotype, derive, live_mask, load_genotype, save_genotype
-from pyronas.search import resolve_search_config, run_search
+from pyronas.jobs import count_skips, mean_sd_text, publish_report, retrain_job, search_job
 from pyronas.space import get_space
-from pyronas.train import retrain
+from pyronas.train import DATASET_PRESETS
 
 SEARCH = {"train_size": 2000, "image_size": 16, "channels": 8, "layers": 5, "t_max": 6}
 RETRAIN = {"train_size": 2000, "image_size": 16, "C": 8, "layers": 5, "epochs": 4,
@@ -38,6 +35,17 @@ images (16 batches of 128), evaluated once at the end."""
 SMOKE_SEARCH = {"train_size": 200, "channels": 4, "layers": 3, "t_max": 1, "batch_size": 50,
                 "curvature_batches": 1, "bn_batches": 1, "posterior_draws": 2}
 SMOKE_RETRAIN = {"train_size": 200, "C": 4, "layers": 3, "epochs": 1}
+
+
+def sized(budget: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """A copy of a budget for ``dataset`` (digits keeps its native 8x8 images)."""
+    return {k: v for k, v in budget.items() if not (dataset == "digits" and k == "image_size")}
+
+
+def retrain_overrides(dataset: str, smoke: bool, seed: int, device: str) -> dict[str, Any]:
+    """Overrides of the comparisons' retraining preset (:data:`RETRAIN` or the smoke budget)."""
+    return {**sized(SMOKE_RETRAIN if smoke else RETRAIN, dataset), "dataset": dataset,
+            "seed": seed, "device": device, "num_workers": 0}
 
 
 def random_cell_like(genotype: Genotype, space_name: str, seed: int) -> Genotype:
@@ -56,36 +64,21 @@ def random_cell_like(genotype: Genotype, space_name: str, seed: int) -> Genotype
 
 
 def _retrain(genotype_path: Path, dataset: str, seed: int, out: Path, extra: dict) -> float:
-    if (out / "metrics.json").exists():
-        return json.loads((out / "metrics.json").read_text())["test_acc"]
-    preset = "retrain_fashion_mnist" if dataset == "fashion-mnist" else "retrain_digits"
-    cfg = load_config(preset, {**extra, "genotype": str(genotype_path), "seed": seed,
-                               "dataset": dataset, "progress": False, "num_threads": 1})
-    return float(retrain(cfg, out, resume=(out / "checkpoint.pt").exists())["test_acc"])
-
-
-def _count_skips(genotype: Genotype) -> int:
-    return sum(op == "skip_connect" for pairs in genotype.normal for op, _ in pairs)
+    overrides = {**extra, "seed": seed, "dataset": dataset, "num_threads": 1}
+    return float(retrain_job(str(genotype_path), DATASET_PRESETS[dataset], overrides,
+                             str(out))["test_acc"])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    search_extra = SMOKE_SEARCH if args.smoke else SEARCH
-    retrain_extra = SMOKE_RETRAIN if args.smoke else RETRAIN
-    if args.dataset == "digits":
-        search_extra = {k: v for k, v in search_extra.items() if k != "image_size"}
-        retrain_extra = {k: v for k, v in retrain_extra.items() if k != "image_size"}
+    search_extra = sized(SMOKE_SEARCH if args.smoke else SEARCH, args.dataset)
+    retrain_extra = sized(SMOKE_RETRAIN if args.smoke else RETRAIN, args.dataset)
     results: dict[str, list[float]] = {"found": [], "random": []}
     rows = []
     for seed in args.seeds:
         run_dir = args.out / f"seed{seed}"
         search_dir = run_dir / "search"
-        if not (search_dir / "genotype.json").exists():
-            cfg = resolve_search_config(None, {
-                **search_extra, "dataset": args.dataset, "prior": args.prior, "seed": seed,
-                "out": str(search_dir), "progress": False, "num_threads": 1,
-                "resume": (search_dir / "checkpoint.pt").exists(),
-            })
-            run_search(cfg)
+        search_job({**search_extra, "dataset": args.dataset, "prior": args.prior, "seed": seed,
+                    "out": str(search_dir), "num_threads": 1})
         found = load_genotype(search_dir / "genotype.json")
         found_acc = _retrain(search_dir / "genotype.json", args.dataset, seed,
                              run_dir / "retrain_found", retrain_extra)
@@ -100,13 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["random"].append(median)
         rows.append({"seed": seed, "found": found_acc, "random_median": median,
                      "random": random_accs, "ops": sum(len(p) for p in found.normal),
-                     "skips_normal": _count_skips(found)})
+                     "skips_normal": count_skips(found)})
     return {"rows": rows, **results}
-
-
-def _fmt(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
 
 
 def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
@@ -123,21 +111,10 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(f"| {row['seed']} | {row['found']:.2f} | {row['random_median']:.2f} | {rand} "
                      f"| {row['ops']} | {row['skips_normal']} |")
     diffs = [f - r for f, r in zip(summary["found"], summary["random"], strict=True)]
-    lines += ["", f"found: {_fmt(summary['found'])}; random median: {_fmt(summary['random'])}; "
-              f"difference (found - random median): {_fmt(diffs)}"]
+    lines += ["", f"found: {mean_sd_text(summary['found'])}; "
+              f"random median: {mean_sd_text(summary['random'])}; "
+              f"difference (found - random median): {mean_sd_text(diffs)}"]
     return "\n".join(lines)
-
-
-def write_section(path: Path, text: str, name: str = "fashion-compare") -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    body = path.read_text() if path.exists() else "# Results\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in body and end in body:
-        before, rest = body.split(start, 1)
-        body = before + block + rest.split(end, 1)[1]
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    path.write_text(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,11 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     summary = run(args)
-    text = markdown(summary, args)
-    print(text)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if args.results_md is not None:
-        write_section(args.results_md, text)
+    publish_report(args, summary, markdown(summary, args), "fashion-compare")
     return 0
 
 

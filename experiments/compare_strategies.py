@@ -20,24 +20,32 @@ retrainings.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
-from compare_fashion_mnist import RETRAIN, SEARCH, SMOKE_RETRAIN, SMOKE_SEARCH
+from compare_fashion_mnist import (
+    RETRAIN,
+    SEARCH,
+    SMOKE_RETRAIN,
+    SMOKE_SEARCH,
+    retrain_overrides,
+    sized,
+)
 
 from pyronas.genotype import load_genotype
 from pyronas.jobs import (
     Job,
+    comparison_parser,
     count_skips,
+    mean_sd_text,
+    publish_report,
     read_json,
     run_jobs,
     search_then_retrain,
-    write_markdown_section,
 )
+from pyronas.train import DATASET_PRESETS
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "bayesnas-hard": {"strategy": "bayesnas", "prior": "hard"},
@@ -51,29 +59,19 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 def search_overrides(args: argparse.Namespace, label: str, seed: int) -> dict[str, Any]:
-    extra = dict(SMOKE_SEARCH if args.smoke else SEARCH)
-    if args.dataset == "digits":
-        extra.pop("image_size", None)
+    extra = sized(SMOKE_SEARCH if args.smoke else SEARCH, args.dataset)
     epochs = extra.pop("t_max")
     return {**extra, **STRATEGIES[label], "t_max": epochs, "search_epochs": epochs,
             "dataset": args.dataset, "seed": seed, "device": args.device,
             "out": str(args.out / label / f"seed{seed}" / "search")}
 
 
-def retrain_overrides(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    extra = dict(SMOKE_RETRAIN if args.smoke else RETRAIN)
-    if args.dataset == "digits":
-        extra.pop("image_size", None)
-    return {**extra, "dataset": args.dataset, "seed": seed, "device": args.device,
-            "num_workers": 0}
-
-
 def jobs(args: argparse.Namespace) -> list[Job]:
-    preset = "retrain_fashion_mnist" if args.dataset == "fashion-mnist" else "retrain_digits"
     return [
         Job(f"{label}/seed{seed}", search_then_retrain,
-            {"search": search_overrides(args, label, seed), "preset": preset,
-             "retrain": retrain_overrides(args, seed),
+            {"search": search_overrides(args, label, seed),
+             "preset": DATASET_PRESETS[args.dataset],
+             "retrain": retrain_overrides(args.dataset, args.smoke, seed, args.device),
              "out": str(args.out / label / f"seed{seed}" / "retrain")})
         for seed in args.seeds for label in args.strategies
     ]
@@ -84,13 +82,6 @@ def _device(name: str) -> str:
     if name.startswith("cuda"):
         return name.partition("(")[2].rstrip(")") or "GPU"
     return name if name.startswith(("NVIDIA", "AMD", "Tesla")) else "CPU"
-
-
-def _pm(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -134,7 +125,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         mins = f"{statistics.mean(r['search_minutes']):.1f}" if r["search_minutes"] else "-"
         params = f"{statistics.mean(r['params_M']):.3f}" if r["params_M"] else "-"
         lines.append(
-            f"| {r['strategy']} | {_pm(r['accs'])} | {len(r['accs'])} "
+            f"| {r['strategy']} | {mean_sd_text(r['accs'])} | {len(r['accs'])} "
             f"| {', '.join(map(str, r['skips_normal'])) or '-'} "
             f"| {', '.join(map(str, r['ops_normal'])) or '-'} | {params} | {mins} "
             f"| {', '.join(r['devices']) or '-'} |")
@@ -142,32 +133,16 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = comparison_parser(__doc__.splitlines()[0], "runs/strategies")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES),
                         choices=list(STRATEGIES))
-    parser.add_argument("--out", type=Path, default=Path("runs/strategies"))
-    parser.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
-    parser.add_argument("--workers", type=int, default=1, help="jobs run at once")
-    parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds after which no new job starts")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only tabulate the run folders that exist")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
-    parser.add_argument("--results-md", type=Path, default=None,
-                        help="write the table into this markdown file between markers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         run_jobs(jobs(args), workers=args.workers, deadline=args.deadline)
     rows = collect(args)
-    text = markdown(rows, args)
-    print(text)
-    (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
-    if args.results_md is not None:
-        write_markdown_section(args.results_md, "strategies-compare", text)
+    publish_report(args, rows, markdown(rows, args), "strategies-compare")
     return 0
 
 

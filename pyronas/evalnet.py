@@ -257,7 +257,6 @@ class _Network(nn.Module):
     def _init_drop_path(self, drop_path_prob: float) -> None:
         self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
         self._drop_value = 0.0
-        self._drop_on = False
         self.drop_path_prob = drop_path_prob
 
     @property
@@ -273,7 +272,6 @@ class _Network(nn.Module):
         with torch.no_grad():
             self._drop_prob.fill_(value)
         self._drop_value = value
-        self._drop_on = value > 0.0
 
     def _build_cells(
         self,
@@ -307,7 +305,7 @@ class _Network(nn.Module):
     def _run_cells(self, s0: Tensor, s1: Tensor) -> tuple[Tensor, Tensor | None]:
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self._drop_prob if self._drop_on else 0.0)
+            s0, s1 = s1, cell(s0, s1, self._drop_prob if self._drop_value > 0.0 else 0.0)
             if i == 2 * self._layers // 3 and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)
         return s1, logits_aux

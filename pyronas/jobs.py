@@ -9,9 +9,11 @@ GPU busy with small networks; ``deadline`` stops starting new jobs after that ma
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import multiprocessing
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -184,3 +186,43 @@ def write_markdown_section(path: Path, name: str, text: str) -> None:
     else:
         body = body.rstrip() + "\n\n" + block + "\n"
     path.write_text(body)
+
+
+# Reports of comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def mean_sd_text(values: Sequence[float]) -> str:
+    """``"mean +/- sd"`` with two decimals (sd 0 for one value, ``-`` for none)."""
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
+
+
+def comparison_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """Options every comparison script shares: data set, seeds, run folder, device, workers,
+    deadline, report-only, smoke sizes and the results file."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
+    parser.add_argument("--workers", type=int, default=1, help="jobs run at once")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds after which no new job starts")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only tabulate the run folders that exist")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
+    parser.add_argument("--results-md", type=Path, default=None,
+                        help="write the table into this markdown file between markers")
+    return parser
+
+
+def publish_report(args: argparse.Namespace, rows: Any, text: str, section: str) -> None:
+    """Print the table, keep the rows in ``out/summary.json`` and, with ``--results-md``, write
+    the table into that file's ``section``."""
+    print(text)
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
+    if args.results_md is not None:
+        write_markdown_section(args.results_md, section, text)

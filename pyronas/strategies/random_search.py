@@ -153,12 +153,12 @@ def _train_supernet(h: Harness, epochs: int, probe: Genotype, bn_batches: list
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(x, sites["edge_switch"], sites["op_switch"]), y)
             loss.backward()
-            net.set_alive(None)
             if cfg["grad_clip"]:
                 nn.utils.clip_grad_norm_(weights, cfg["grad_clip"])
             opt.step()
             total += float(loss.detach())
             count += 1
+        net.set_alive(None)
         if count == 0:
             raise ValueError("the train split is empty: nothing to train the supernet on")
         seconds = time.perf_counter() - start
