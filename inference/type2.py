@@ -71,7 +71,7 @@ class Type2Config:
     momentum, weight_decay : float
         SGD momentum (both groups); weight decay (network weights only).
     grad_clip : float, optional
-        Clip the gradient norm of the network weights.
+        Clip the gradient norm of the network weights and, separately, that of the sites.
     backend : str
         Curvature backend (``"ggn"``, ``"fisher"``, ``"exact"`` or a registered one).
     curvature_batches : int
@@ -204,19 +204,29 @@ def _map_epoch(
     proximal = getattr(model, "map_proximal", None) if cfg.proximal else None
     site_lr = cfg.site_lr if cfg.site_lr is not None else cfg.lr
     total, count = 0.0, 0
+    sites = list(state.sites.values())
     for x, y in tqdm(batches, desc=desc, leave=False, disable=not _show_progress(cfg)):
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = map_objective(model, net, state.sites, x, y, state.hypers, num_data,
                              include_penalty=proximal is None)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"the MAP objective became {value} at batch {count + 1} of {desc}"
+            )
         loss.backward()
         for name, site in state.sites.items():
             if not train_sites:
                 site.grad = None
             elif site.grad is not None:
                 site.grad.mul_(state.masks[name])
-        if cfg.grad_clip is not None and weights:
-            nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+        if cfg.grad_clip is not None:
+            # weights and sites separately: the sites are few, their gradients can be far larger
+            if weights:
+                nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+            if train_sites:
+                nn.utils.clip_grad_norm_(sites, cfg.grad_clip)
         optimizer.step()
         with torch.no_grad():
             if proximal is not None and train_sites:
@@ -226,7 +236,7 @@ def _map_epoch(
                     site.copy_(shrunk[name])
             for name, site in state.sites.items():
                 site.mul_(state.masks[name])
-        total += float(loss.detach())
+        total += value
         count += 1
     if count == 0:
         raise ValueError("a MAP epoch got no batches")

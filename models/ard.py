@@ -39,7 +39,7 @@ from torch import Tensor
 
 from pyronas.models._common import (
     SITES,
-    ard_site_update,
+    ard_fixed_point_update,
     base_hypers,
     filled,
     gaussian_switch_prior,
@@ -66,8 +66,8 @@ __all__ = [
 
 def init_hypers(
     space: SearchSpace,
-    lambda_edge: float = 0.01,
-    lambda_op: float = 0.01,
+    lambda_edge: float = 0.02,
+    lambda_op: float = 0.02,
     curvature_multiplier: float = 1.0,
     cell_type_index: Tensor | None = None,
 ) -> dict[str, Any]:
@@ -118,10 +118,7 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
 
     ``posterior`` has dicts ``mean[site]`` and ``curvature[site]`` of the switch shape.
     """
-    gamma: dict[str, Tensor] = {}
-    omega: dict[str, Tensor] = {}
-    for site in SITES:
-        gamma[site], omega[site] = ard_site_update(posterior, hypers, site)
+    _, gamma, omega = ard_fixed_point_update(posterior, hypers)
     new = dict(hypers)
     new["gamma"] = gamma
     new["omega"] = omega

@@ -61,7 +61,7 @@ from torch import Tensor
 
 from pyronas.models._common import (
     SITES,
-    ard_site_update,
+    ard_fixed_point_update,
     base_hypers,
     filled,
     gaussian_switch_prior,
@@ -89,8 +89,8 @@ __all__ = [
 
 def init_hypers(
     space: SearchSpace,
-    lambda_edge: float = 0.01,
-    lambda_op: float = 0.01,
+    lambda_edge: float = 0.02,
+    lambda_op: float = 0.02,
     curvature_multiplier: float = 1.0,
     cell_type_index: Tensor | None = None,
 ) -> dict[str, Any]:
@@ -211,15 +211,16 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
     dict
         New hyperparameters with updated ``gamma``, ``gamma_own`` and ``omega``.
     """
-    own: dict[str, Tensor] = {}
-    omega: dict[str, Tensor] = {}
-    for site in SITES:
-        own[site], omega[site] = ard_site_update(posterior, hypers, site)
-    eff_edge, eff_op = apply_hierarchy(
-        own["edge_switch"], own["op_switch"], hypers["edges"], hypers["num_inputs"]
-    )
+
+    def hierarchy(own: dict[str, Tensor]) -> dict[str, Tensor]:
+        eff_edge, eff_op = apply_hierarchy(
+            own["edge_switch"], own["op_switch"], hypers["edges"], hypers["num_inputs"]
+        )
+        return {"edge_switch": eff_edge, "op_switch": eff_op}
+
+    own, effective, omega = ard_fixed_point_update(posterior, hypers, hierarchy)
     new = dict(hypers)
-    new["gamma"] = {"edge_switch": eff_edge, "op_switch": eff_op}
+    new["gamma"] = effective
     new["gamma_own"] = own
     new["omega"] = omega
     return new

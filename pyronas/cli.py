@@ -26,6 +26,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def _search_parser(sub: argparse._SubParsersAction) -> None:
+    from pyronas.search import SEARCH_DEFAULTS
+
     p = sub.add_parser(
         "search",
         help="run an architecture search and write a run folder",
@@ -63,13 +65,21 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
         "--lambda-edge",
         dest="lambda_edge",
         type=float,
-        help="group-lasso weight of the edge switches (default 0.01)",
+        help="price of an edge: keep an edge whose removal would raise the mean training loss "
+        f"by more than lambda / 2 nats (default {SEARCH_DEFAULTS['lambda_edge']})",
     )
     g.add_argument(
         "--lambda-op",
         dest="lambda_op",
         type=float,
-        help="group-lasso weight of the op switches (default 0.01)",
+        help="price of an op, as --lambda-edge; larger values keep fewer ops "
+        f"(default {SEARCH_DEFAULTS['lambda_op']})",
+    )
+    g.add_argument(
+        "--z-select",
+        dest="z_select",
+        type=float,
+        help="the genotype also needs a posterior |mean| / sd of at least this (default: off)",
     )
     g.add_argument(
         "--t-max",
@@ -90,6 +100,14 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="MAP epochs per type-II iteration")
     g.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
+    g.add_argument("--lr", type=float, help="SGD step of the network weights")
+    g.add_argument("--switch-lr", dest="switch_lr", type=float, help="SGD step of the switches")
+    g.add_argument(
+        "--grad-clip",
+        dest="grad_clip",
+        type=float,
+        help="clip the gradient norm of the weights and, separately, of the switches",
+    )
     g.add_argument("--channels", type=int, help="initial channels C of the supernet")
     g.add_argument("--layers", type=int, help="number of cells of the supernet")
     g.add_argument("--seed", type=int, help="random seed")
@@ -262,12 +280,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # arviz logs at INFO which of its optional preview packages are missing: not news to users
     logging.getLogger("arviz").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    from pyronas.search import SearchFailed
+
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, KeyError) as err:
         # Bad input: say what is wrong without a traceback.
         print(f"pyronas: error: {err}", file=sys.stderr)
         return 2
+    except SearchFailed as err:
+        # The search ran but its result would mean nothing: say why, keep the run folder.
+        print(f"pyronas: search failed: {err}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -479,16 +479,7 @@ def to_nb201_string(genotype: Genotype) -> str:
     not an NB201 cell (one input, 3 nodes, no reduction cell, NB201 ops) or has an edge with
     several ops.
     """
-    if genotype.num_inputs != 1 or len(genotype.normal) != 3 or genotype.reduce is not None:
-        raise GenotypeError(
-            "not an NB201 cell: need num_inputs=1, 3 intermediate nodes and no reduce cell, got "
-            f"num_inputs={genotype.num_inputs}, {len(genotype.normal)} nodes, "
-            f"reduce={'yes' if genotype.reduce is not None else 'no'}"
-        )
-    if genotype.normal_concat != (3,):
-        raise GenotypeError(
-            f"not an NB201 cell: output must be node 3, got concat {list(genotype.normal_concat)}"
-        )
+    _check_nb201_cell(genotype)
     parts = []
     for j, pairs in enumerate(genotype.normal):
         me = 1 + j
@@ -508,6 +499,110 @@ def to_nb201_string(genotype: Genotype) -> str:
             tokens.append(f"{op}~{src}")
         parts.append("|" + "|".join(tokens) + "|")
     return "+".join(parts)
+
+
+def _check_nb201_cell(genotype: Genotype) -> None:
+    """Raise :class:`GenotypeError` unless the genotype has the NB201 cell layout."""
+    if genotype.num_inputs != 1 or len(genotype.normal) != 3 or genotype.reduce is not None:
+        raise GenotypeError(
+            "not an NB201 cell: need num_inputs=1, 3 intermediate nodes and no reduce cell, got "
+            f"num_inputs={genotype.num_inputs}, {len(genotype.normal)} nodes, "
+            f"reduce={'yes' if genotype.reduce is not None else 'no'}"
+        )
+    if genotype.normal_concat != (3,):
+        raise GenotypeError(
+            f"not an NB201 cell: output must be node 3, got concat {list(genotype.normal_concat)}"
+        )
+
+
+def multi_op_edges(
+    genotype: Genotype, cell_type: str = "normal"
+) -> dict[tuple[int, int], tuple[str, ...]]:
+    """The edges of a cell that keep several ops.
+
+    Parameters
+    ----------
+    genotype
+        Any genotype.
+    cell_type
+        The cell to look at (``"normal"`` or ``"reduce"``).
+
+    Returns
+    -------
+    dict
+        ``{(input, node): ops}`` (DARTS indices) for every edge with more than one op, the ops
+        in the order the genotype lists them; empty for a one-op-per-edge cell.
+    """
+    n_in = genotype.num_inputs
+    by_edge: dict[tuple[int, int], list[str]] = {}
+    for j, pairs in enumerate(genotype.cell(cell_type)):
+        for op, src in pairs:
+            by_edge.setdefault((src, n_in + j), []).append(op)
+    return {edge: tuple(ops) for edge, ops in by_edge.items() if len(ops) > 1}
+
+
+def to_nb201_projection(genotype: Genotype, scores: Any) -> Genotype:
+    """One-op-per-edge projection of a found NAS-Bench-201 cell.
+
+    A NAS-Bench-201 cell has exactly one op per edge, but a BayesNAS cell may keep several (a
+    multi-op edge, summed in the supernet). The projection keeps, on every edge of the
+    ``nb201`` space, the single op with the largest score among the ops the cell keeps there;
+    an edge that keeps no op stays empty (``none`` in the benchmark string). The edges that
+    carry an op are the same as in ``genotype``, so the projection is as connected as the cell
+    and ``to_nb201_string(to_nb201_projection(g, scores))`` always works.
+
+    Parameters
+    ----------
+    genotype
+        An NB201 cell (one input, 3 nodes, output node 3, no reduction cell, NB201 ops);
+        multi-op edges allowed.
+    scores
+        Float scores with shape ``(edge, op)`` (tensor, array or nested lists) in the edge
+        order ``get_space("nb201").edges["normal"]`` and op order ``get_space("nb201").ops``,
+        e.g. the posterior inclusion ``|edge_switch| * |op_switch|``. Only the scores of kept
+        ops matter; they must be finite. Ties go to the op listed first in the space.
+
+    Returns
+    -------
+    Genotype
+        Space ``nb201``, one ``(op, input)`` pair per non-empty edge, pairs sorted as in
+        :func:`canonical`; equal to ``canonical(genotype)`` when the cell already has one op
+        per edge.
+
+    Raises
+    ------
+    GenotypeError
+        If ``genotype`` is not an NB201 cell or ``scores`` has the wrong shape or is not finite.
+    """
+    space = SPACES["nb201"]
+    _check_nb201_cell(genotype)
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().double().numpy()
+    arr = np.asarray(scores, dtype=np.float64)
+    shape = (space.num_edges, space.num_ops)
+    if arr.shape != shape:
+        raise GenotypeError(f"to_nb201_projection: scores must have shape {shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise GenotypeError("to_nb201_projection: scores must be finite")
+    nodes: list[list[Pair]] = [[] for _ in range(space.num_nodes)]
+    for e, (src, dst) in enumerate(space.edges["normal"]):
+        kept = {op for op, s in genotype.normal[dst - space.num_inputs] if s == src}
+        for op in kept:
+            if op not in space.ops:
+                raise GenotypeError(
+                    f"edge {src}->{dst}: op {op!r} is not an NB201 op ({', '.join(space.ops)})"
+                )
+        if not kept:
+            continue  # the edge stays empty: ``none``
+        candidates = [k for k, op in enumerate(space.ops) if op in kept]  # in space order
+        best = candidates[int(np.argmax(arr[e, candidates]))]
+        nodes[dst - space.num_inputs].append((space.ops[best], src))
+    return Genotype(
+        normal=tuple(_sorted_pairs(pairs) for pairs in nodes),
+        normal_concat=(space.num_total_nodes - 1,),
+        num_inputs=space.num_inputs,
+        space=space.name,
+    )
 
 
 def from_nb201_string(arch: str) -> Genotype:

@@ -58,13 +58,13 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "curvature": "ggn",  # ggn | fisher | exact | layerwise
     "curvature_batches": 4,
     "curvature_multiplier": 1.0,  # batch size reproduces the authors' summed curvature
-    "lambda_edge": 0.01,
-    "lambda_op": 0.01,
+    "lambda_edge": 0.02,
+    "lambda_op": 0.02,
     "t_max": 6,
     "schedule": "paper",  # paper | released
     "threshold": 1e-3,  # prune when gamma < threshold
     "z_threshold": None,  # also prune during the search when |mean| / sd < z_threshold
-    "z_select": 2.0,  # the genotype keeps switches with |mean| / sd >= z_select (None: all live)
+    "z_select": None,  # the genotype also needs |mean| / sd >= z_select (None: every live op)
     # training
     "epochs": 1,  # MAP epochs per type-II iteration
     "batch_size": 32,
@@ -100,6 +100,16 @@ SEARCH_CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset": ("digits", "fashion-mnist", "cifar10", "imagenet"),
     "schedule": ("paper", "released"),
 }
+
+
+class SearchFailed(RuntimeError):
+    """A search stopped because its result would not mean anything.
+
+    Raised when a loss, logit, curvature, evidence or hyperparameter becomes non-finite or
+    explodes, when the validation accuracy collapses to chance, and when every op of a cell
+    type is pruned. The message names the iteration, the quantity and what to try; the run
+    folder keeps the checkpoint of the last good iteration.
+    """
 
 
 @dataclass
@@ -159,11 +169,14 @@ def derive_genotype(
     net: SuperNet,
     z_scores: dict[str, Tensor] | None = None,
     z_select: float | None = None,
+    fallback: bool = False,
 ) -> Genotype:
     """The connected genotype of the live switches (connectivity rule of the paper).
 
     With ``z_scores`` (Laplace ``|mean| / sd`` per switch) and ``z_select``, a switch must also
-    reach ``z_select`` to be kept.
+    reach ``z_select`` to be kept. A cell type with nothing alive raises
+    :class:`~pyronas.genotype.GenotypeError`, unless ``fallback``: then it keeps its single
+    strongest op by ``|edge| * |op|`` switch.
     """
     if z_scores is not None and z_select is not None:
         masks = {k: masks[k] & (z_scores[k].to(masks[k].device) >= z_select) for k in masks}
@@ -174,7 +187,7 @@ def derive_genotype(
     if not net.tied:
         index = net.cell_type_index.cpu()
         scores = torch.stack([scores[index == t].amax(0) for t in range(len(space.cell_types))])
-    return derive(space, keep_edge, keep_op, cell_type_scores=scores)
+    return derive(space, keep_edge, keep_op, cell_type_scores=scores if fallback else None)
 
 
 def compact_genotype(genotype: Genotype) -> str:
@@ -299,7 +312,8 @@ def _posterior_dict(
         "tied": net.tied,
         "cell_type_index": net.cell_type_index.cpu(),
         "num_data": num_data,
-        "mean": cpu(post.mean),
+        # the Laplace fit precedes this iteration's pruning: pruned switches are exactly 0
+        "mean": {k: v.detach().cpu() * state.masks[k].cpu() for k, v in post.mean.items()},
         "var": cpu(post.var),
         "curvature": cpu(post.curvature),
         "gamma": cpu(state.hypers["gamma"]),
@@ -405,21 +419,34 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         progress=cfg["progress"],
     )
 
+    chance = 1.0 / splits.num_classes
+    best_acc = max([h.get("val_acc", 0.0) for h in history], default=0.0)
+
     def on_iteration(record: dict[str, Any], state: Type2State) -> None:
-        if not np.isfinite(record["objective"]):
-            raise FloatingPointError(
-                f"the search loss became {record['objective']} at type-II iteration "
-                f"{record['iteration']}; the last good state is in {checkpoint_path} "
-                "(try a smaller --lambda-* or learning rate)"
-            )
-        try:
-            genotype = derive_genotype(
-                space, state.masks, state.sites, net, state.posterior.z_score(), cfg["z_select"]
-            )
-            genotype_text = compact_genotype(genotype)
-        except GenotypeError as err:
-            genotype_text = f"(none: {err})"
+        nonlocal best_acc
+        t = record["iteration"]
+        check_iteration(record, state, splits.num_classes, checkpoint_path)
         val_acc = evaluate_supernet(net, state.sites, loaders["val"], device)
+        if best_acc >= 2 * chance and val_acc <= 1.5 * chance:
+            raise SearchFailed(
+                f"type-II iteration {t}: the supernet's validation accuracy collapsed to "
+                f"{val_acc:.3f} (chance {chance:.3f}, best so far {best_acc:.3f}); "
+                f"{_LAST_GOOD.format(path=checkpoint_path)}; try a smaller --switch-lr or "
+                "--lr, or a smaller --lambda-op / --lambda-edge"
+            )
+        best_acc = max(best_acc, val_acc)
+        try:
+            genotype = derive_genotype(space, state.masks, state.sites, net)
+            genotype_text = compact_genotype(genotype)
+        except GenotypeError:
+            _save_fallback(out, space, state, net)
+            raise SearchFailed(
+                f"type-II iteration {t} pruned every op of a cell type at lambda_edge="
+                f"{cfg['lambda_edge']}, lambda_op={cfg['lambda_op']}: there is no cell to "
+                f"report. {_LAST_GOOD.format(path=checkpoint_path)}; the strongest single op "
+                f"is offered as {out / 'genotype_fallback.json'} (a fallback, not a search "
+                "result). Try a smaller --lambda-op / --lambda-edge"
+            ) from None
         keep_edge, keep_op = live_masks(space, state.masks, net)
         live_ops = (keep_op & keep_edge.unsqueeze(-1)).sum(dim=(1, 2))
         row: dict[str, Any] = {
@@ -437,6 +464,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         history.append(
             {
                 "iteration": record["iteration"],
+                "val_acc": val_acc,
                 "log_evidence": record["log_evidence"],
                 "gamma": {k: v.detach().cpu().clone() for k, v in state.hypers["gamma"].items()},
                 "mean": {k: v.detach().cpu().clone() for k, v in state.sites.items()},
@@ -466,27 +494,45 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
 
     if resume is not None:
         net.set_alive(resume["type2"]["masks"]["op_switch"])
-    state = run_type2(
-        prior,
-        net,
-        sites,
-        hypers,
-        _DeviceLoader(loaders["train"], device),
-        _DeviceLoader(loaders["search"], device),
-        num_data,
-        config=type2_cfg,
-        callback=on_iteration,
-        warmup_loader=_DeviceLoader(loaders["warmup"], device) if "warmup" in loaders else None,
-        resume=None if resume is None else resume["type2"],
-        before_curvature=before_curvature,
-    )
+    try:
+        state = run_type2(
+            prior,
+            net,
+            sites,
+            hypers,
+            _DeviceLoader(loaders["train"], device),
+            _DeviceLoader(loaders["search"], device),
+            num_data,
+            config=type2_cfg,
+            callback=on_iteration,
+            warmup_loader=(
+                _DeviceLoader(loaders["warmup"], device) if "warmup" in loaders else None
+            ),
+            resume=None if resume is None else resume["type2"],
+            before_curvature=before_curvature,
+        )
+    except FloatingPointError as err:
+        done = len(history)
+        raise SearchFailed(
+            f"type-II iteration {done + 1}: {err}. {_LAST_GOOD.format(path=checkpoint_path)}; "
+            "try a smaller --switch-lr or --lr (or --grad-clip), or a smaller --lambda-op / "
+            "--lambda-edge"
+        ) from None
     net.set_alive(None)
     if state.posterior is None:
         raise ValueError("t_max must be at least 1: the search ran no type-II iteration")
 
-    genotype = derive_genotype(
-        space, state.masks, state.sites, net, state.posterior.z_score(), cfg["z_select"]
-    )
+    z_scores = state.posterior.z_score() if cfg["z_select"] is not None else None
+    try:
+        genotype = derive_genotype(space, state.masks, state.sites, net, z_scores,
+                                   cfg["z_select"])
+    except GenotypeError:
+        _save_fallback(out, space, state, net)
+        raise SearchFailed(
+            f"no op of some cell type reaches z_select={cfg['z_select']}: there is no cell to "
+            f"report; the strongest single op is offered as {out / 'genotype_fallback.json'} "
+            "(a fallback, not a search result). Try a smaller --z-select or none"
+        ) from None
     genotype = Genotype(
         genotype.normal,
         genotype.normal_concat,
@@ -506,6 +552,59 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     _write_cost(out, seconds, device, space, cfg)
     log.info("search finished in %.1f s; run folder %s", seconds, out)
     return SearchResult(out, genotype, state, state.records, seconds)
+
+
+_LAST_GOOD = "the last good iteration is checkpointed in {path}"
+
+EXPLODED_LOSS = 100.0
+"""A MAP objective above ``EXPLODED_LOSS * log(num_classes)`` counts as diverged (a network that
+predicts uniformly scores ``log(num_classes)``)."""
+
+
+def check_iteration(
+    record: dict[str, Any], state: Type2State, num_classes: int, checkpoint: Path
+) -> None:
+    """Raise :class:`SearchFailed` when an iteration's numbers cannot be trusted.
+
+    Checks the MAP objective (finite, not exploded), the log evidence, the curvature and
+    posterior mean of every site, and the prior variances (finite).
+    """
+    t = record["iteration"]
+    hint = (f"{_LAST_GOOD.format(path=checkpoint)}; try a smaller --switch-lr or --lr, or a "
+            "smaller --lambda-op / --lambda-edge")
+    objective = record["objective"]
+    if not np.isfinite(objective) or objective > EXPLODED_LOSS * np.log(num_classes):
+        raise SearchFailed(
+            f"type-II iteration {t}: the MAP objective exploded to {objective:.4g} "
+            f"(chance level is {np.log(num_classes):.2f}); {hint}"
+        )
+    if not np.isfinite(record["log_evidence"]):
+        raise SearchFailed(f"type-II iteration {t}: the log evidence is {record['log_evidence']}"
+                           f"; {hint}")
+    post = state.posterior
+    assert post is not None
+    for name in state.sites:
+        for what, value in (("curvature", post.curvature[name]), ("posterior mean",
+                                                                   post.mean[name])):
+            if not bool(torch.isfinite(value).all()):
+                raise SearchFailed(f"type-II iteration {t}: the {what} of {name} is not finite;"
+                                   f" {hint}")
+    for name, gamma in state.hypers.get("gamma", {}).items():
+        if not bool(torch.isfinite(torch.as_tensor(gamma)).all()):
+            raise SearchFailed(f"type-II iteration {t}: the prior variance gamma of {name} is "
+                               f"not finite; {hint}")
+
+
+def _save_fallback(out: Path, space: SearchSpace, state: Type2State, net: SuperNet) -> None:
+    """``genotype_fallback.json``: the strongest single op per cell type, clearly not a result."""
+    nothing = {k: torch.zeros_like(v) for k, v in state.masks.items()}
+    assert state.posterior is not None  # its mean was taken before this iteration's pruning
+    try:
+        fallback = derive_genotype(space, nothing, state.posterior.mean, net, fallback=True)
+    except GenotypeError as err:
+        log.warning("no fallback cell either: %s", err)
+        return
+    save_genotype(fallback, out / "genotype_fallback.json")
 
 
 # keys that may change between a run and its resumption
@@ -597,15 +696,47 @@ def _write_cost(
 def _save_projections(
     out: Path, genotype: Genotype, space: SearchSpace, sites: dict[str, Tensor]
 ) -> None:
-    """``genotype_top2.json`` (DARTS tooling) and, for nb201, ``genotype_nb201.txt``."""
+    """``genotype_top2.json`` (DARTS tooling) and, for nb201, ``genotype_nb201.txt``.
+
+    An nb201 search always writes ``genotype_nb201.txt``: the benchmark string of the found cell
+    when it has one op per edge, else that of its one-op-per-edge projection (per edge the op
+    with the largest posterior inclusion ``|edge_switch| * |op_switch|``, the maximum over the
+    cells for untied switches, see :func:`~pyronas.genotype.to_nb201_projection`). When the
+    found cell keeps several ops on some edge, the projection is also saved as
+    ``genotype_nb201_projection.json``, ready to retrain.
+    """
+    from pyronas.genotype import multi_op_edges, to_nb201_projection
+
     if space.num_inputs == 2:
         if sites["op_switch"].shape[0] == len(space.cell_types):  # tied switches
             save_genotype(top2_projection(genotype, space, sites), out / "genotype_top2.json")
     if space.name == "nb201":
         try:
-            (out / "genotype_nb201.txt").write_text(to_nb201_string(genotype) + "\n")
+            text = to_nb201_string(genotype)
         except GenotypeError as err:
-            log.info("no NAS-Bench-201 string for this cell: %s", err)
+            # nb201 has one cell type: tied switches have one row, untied ones a row per cell
+            op = sites["op_switch"].detach().abs().to("cpu", torch.float64)
+            edge = sites["edge_switch"].detach().abs().to("cpu", torch.float64)
+            scores = (op * edge.unsqueeze(-1)).amax(0)
+            try:
+                projection = to_nb201_projection(genotype, scores)
+                text = to_nb201_string(projection)
+            except GenotypeError as err2:  # not an NB201 cell at all: nothing to write
+                log.warning("no NAS-Bench-201 string for this cell: %s; %s", err, err2)
+                return
+            several = multi_op_edges(genotype)
+            log.info(
+                "several ops survived on edge(s) %s; genotype_nb201.txt holds the one-op-per-edge "
+                "projection (per edge the op with the largest posterior inclusion |edge| * |op| "
+                "switch)",
+                "; ".join(
+                    f"{space.node_name(src)}->{space.node_name(dst)}: {', '.join(ops)}"
+                    for (src, dst), ops in sorted(several.items())
+                ),
+            )
+            if several:
+                save_genotype(projection, out / "genotype_nb201_projection.json")
+        (out / "genotype_nb201.txt").write_text(text + "\n")
 
 
 def _write_extras(

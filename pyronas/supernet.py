@@ -3,7 +3,7 @@
 Every edge ``i -> j`` of every cell carries all candidate operations of the space. With the
 switches of the cell, ``edge_switch`` (edge,) and ``op_switch`` (edge, op), edge ``e`` computes
 
-    y_e = sum_k op_switch[e, k] * op_k(edge_switch[e] * x_i),
+    y_e = edge_switch[e] * sum_k op_switch[e, k] * op_k(x_i),
 
 a node is the sum of its incoming edges, and a cell outputs the concatenation of its intermediate
 nodes (DARTS spaces) or its last node (NAS-Bench-201). The network owns only weights; the
@@ -72,7 +72,7 @@ class MixedEdge(nn.Module):
         x
             ``(batch, C, H, W)`` input node.
         edge_switch
-            ``()`` scalar multiplying the input.
+            ``()`` scalar multiplying the edge's output (the mixed ops).
         op_switch
             ``(op,)`` weights of the operation outputs.
 
@@ -84,13 +84,13 @@ class MixedEdge(nn.Module):
         """
         if not self.live:
             return None
-        x = x * edge_switch
         out: Tensor | None = None
         # out-of-place sums: in-place ops have no torch.func batching rules (vmap, jacrev)
         for k in self.live:
             y = self.ops[k](x) * op_switch[k]
             out = y if out is None else out + y
-        return out
+        assert out is not None
+        return out * edge_switch
 
 
 class SearchCell(nn.Module):

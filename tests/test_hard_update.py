@@ -22,6 +22,11 @@ def _posterior(mean: dict, curvature: dict) -> SimpleNamespace:
     return SimpleNamespace(mean=mean, curvature=curvature)
 
 
+def _one_step(hypers: dict) -> dict:
+    """The single (original BayesNAS) update step instead of the fixed point."""
+    return {**hypers, "ard_iterations": 1}
+
+
 def _constant_posterior(space, mean: float, curvature: float, lead=None) -> SimpleNamespace:
     edge_shape, op_shape = space.switch_shapes(lead)
     return _posterior(
@@ -94,7 +99,7 @@ def test_update_by_hand_and_curvature_multiplier():
     post = _constant_posterior(space, mean=0.5, curvature=0.02)
 
     hypers = hard.init_hypers(space, lambda_edge=lam, lambda_op=lam)
-    new = hard.update_hypers(post, hypers)
+    new = hard.update_hypers(post, _one_step(hypers))
     # Mean-loss scale: Ht = 0.02 / 0.01 = 2, gamma = 1: alpha = 2/3.
     omega = math.sqrt(2 / 3)
     own = 0.5 / omega
@@ -106,13 +111,13 @@ def test_update_by_hand_and_curvature_multiplier():
 
     # Authors' scale: curvature summed over a batch of 18: Ht = 36, alpha = 36/37.
     hypers18 = hard.init_hypers(space, lambda_edge=lam, lambda_op=lam, curvature_multiplier=18)
-    new18 = hard.update_hypers(post, hypers18)
+    new18 = hard.update_hypers(post, _one_step(hypers18))
     assert new18["gamma_own"]["edge_switch"][0, 0].item() == pytest.approx(
         0.5 / math.sqrt(36 / 37)
     )
     # ... which is the same as dividing lambda by the batch size.
     hypers_small = hard.init_hypers(space, lambda_edge=lam / 18, lambda_op=lam / 18)
-    new_small = hard.update_hypers(post, hypers_small)
+    new_small = hard.update_hypers(post, _one_step(hypers_small))
     for site in hard.SITES:
         assert torch.allclose(new18["gamma"][site], new_small["gamma"][site])
         assert torch.allclose(new18["omega"][site], new_small["omega"][site])
@@ -122,11 +127,11 @@ def test_update_by_hand_and_curvature_multiplier():
 
 def test_update_uses_effective_gamma_and_keeps_pruned_at_zero():
     space = get_space("nb201")
-    hypers = hard.init_hypers(space)
+    hypers = hard.init_hypers(space, lambda_edge=0.01, lambda_op=0.01)
     hypers["gamma"]["op_switch"][0, 2, 1] = 0.25
     hypers["gamma"]["edge_switch"][0, 3] = 0.0
     post = _constant_posterior(space, mean=0.5, curvature=0.02)  # Ht = 2
-    new = hard.update_hypers(post, hypers)
+    new = hard.update_hypers(post, _one_step(hypers))
     alpha = 2 / (1 + 0.25 * 2)
     assert new["gamma_own"]["op_switch"][0, 2, 1].item() == pytest.approx(0.5 / math.sqrt(alpha))
     assert new["gamma_own"]["edge_switch"][0, 3] == 0
@@ -146,7 +151,7 @@ def test_untied_switches_of_one_type_form_the_group():
     mean["edge_switch"][2, 4] = 4.0
     curv["edge_switch"][0, 4] = 1.0
     curv["edge_switch"][2, 4] = 3.0
-    new = hard.update_hypers(_posterior(mean, curv), hypers)
+    new = hard.update_hypers(_posterior(mean, curv), _one_step(hypers))
     # alpha = Ht / (1 + Ht) = 1/2 and 3/4; omega = sqrt(5/4); gamma = ||(3, 4)|| / omega.
     assert new["omega"]["edge_switch"][0, 4].item() == pytest.approx(math.sqrt(1.25))
     assert new["gamma_own"]["edge_switch"][0, 4].item() == pytest.approx(5 / math.sqrt(1.25))
@@ -165,7 +170,7 @@ def test_update_rejects_wrong_shapes():
 def test_ard_prior_has_no_hierarchy():
     space = get_space("nb201")
     post = _constant_posterior(space, mean=0.5, curvature=0.02)
-    new = ard.update_hypers(post, ard.init_hypers(space))
+    new = ard.update_hypers(post, _one_step(ard.init_hypers(space, 0.01, 0.01)))
     own = 0.5 / math.sqrt(2 / 3)
     for site in ard.SITES:
         assert torch.allclose(new["gamma"][site], torch.full_like(new["gamma"][site], own))
@@ -206,3 +211,52 @@ def test_map_penalty_untied_group_norm_and_gradient_at_zero():
     assert torch.isfinite(edge.grad).all() and torch.isfinite(op.grad).all()
     assert edge.grad[0, 0].item() == pytest.approx(0.5 * 2.0 * 3 / 5)
     assert edge.grad[0, 1] == 0  # zero group: zero subgradient, not NaN
+
+
+# ----------------------------------------------------------------------------- fixed point
+
+
+def test_ard_fixed_point_is_tippings_closed_form():
+    """One-element groups: the iterated update ends at gamma = max(0, m^2 - 1/Ht)."""
+    from pyronas.inference.ard import ard_fixed_point
+
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(200, generator=gen, dtype=F64)
+    ht = 10 * torch.rand(200, generator=gen, dtype=F64) + 0.01
+    result, shrunk = ard_fixed_point(m, ht, torch.ones(200, dtype=F64))
+    closed = (m * m - 1 / ht).clamp_min(0)
+    assert torch.allclose(result.gamma, closed, atol=1e-6)
+    # survivors: the shrunk value is the ARD posterior mean m * gamma Ht / (1 + gamma Ht)
+    assert torch.allclose(shrunk, m * closed * ht / (1 + closed * ht), atol=1e-6)
+    assert torch.all((shrunk == 0) == (m * m * ht <= 1))
+
+
+def test_flat_ard_prior_keeps_a_switch_iff_its_removal_costs_more_than_lambda():
+    """m^2 H > lambda: the quadratic cost m^2 H / 2 of zeroing a switch exceeds lambda / 2."""
+    space = get_space("nb201")
+    edge_shape, op_shape = space.switch_shapes()
+    gen = torch.Generator().manual_seed(1)
+    mean = {"edge_switch": torch.rand(edge_shape, generator=gen, dtype=F64) + 0.5,
+            "op_switch": torch.rand(op_shape, generator=gen, dtype=F64)}
+    curv = {k: 0.1 * torch.rand(v.shape, generator=gen, dtype=F64) for k, v in mean.items()}
+    kept_before = None
+    for lam in (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1):
+        new = ard.update_hypers(_posterior(mean, curv), ard.init_hypers(space, lam, lam))
+        kept = new["gamma"]["op_switch"] > 0
+        assert torch.equal(kept, mean["op_switch"] ** 2 * curv["op_switch"] > lam)
+        if kept_before is not None:
+            assert torch.all(kept <= kept_before)  # a larger lambda keeps a subset
+        kept_before = kept
+
+
+def test_hard_fixed_point_prunes_ops_of_a_dead_edge_and_outputs_of_a_dead_node():
+    space = get_space("nb201")  # edges: 0->1, 0->2, 1->2, 0->3, 1->3, 2->3
+    post = _constant_posterior(space, mean=1.0, curvature=1.0)
+    post.mean["edge_switch"][0, 0] = 0.01  # edge 0 -> 1 is worthless: node 1 loses its input
+    new = hard.update_hypers(post, hard.init_hypers(space, 0.01, 0.01))
+    gamma = new["gamma"]
+    assert gamma["edge_switch"][0, 0] == 0 and torch.all(gamma["op_switch"][0, 0] == 0)
+    for e in (2, 4):  # edges out of node 1
+        assert gamma["edge_switch"][0, e] == 0 and torch.all(gamma["op_switch"][0, e] == 0)
+    for e in (1, 3, 5):
+        assert gamma["edge_switch"][0, e] > 0 and torch.all(gamma["op_switch"][0, e] > 0)

@@ -136,7 +136,7 @@ def test_skipping_pruned_ops_gives_the_same_search(tmp_path, monkeypatch):
     # a strong group lasso prunes most ops at the first update, so the second MAP epoch skips them
     from pyronas.supernet import SuperNet
 
-    settings = {"lambda_op": 5.0, "lambda_edge": 5.0, "train_size": 200}
+    settings = {"lambda_op": 0.01, "lambda_edge": 0.01, "train_size": 200}
     set_alive = SuperNet.set_alive
     masks = []
 

@@ -103,12 +103,25 @@ def test_mixed_edge_brute_force() -> None:
     edge = MixedEdge(space.ops, 4, 2).double().eval()
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     e, s = torch.tensor(0.7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
-    expected = sum(s[k] * op(e * x) for k, op in enumerate(edge.ops))
+    expected = e * sum(s[k] * op(x) for k, op in enumerate(edge.ops))
     assert torch.allclose(edge(x, e, s), expected)
 
 
+def test_edge_switch_is_felt_in_training_mode() -> None:
+    # every op but the identity ends in a batch norm, which in training mode is blind to the
+    # scale of its input: the edge switch acts on the output, so the data sees it through every op
+    torch.manual_seed(0)
+    edge = MixedEdge(get_space("darts").ops, 4, 2).train()
+    x, s = torch.randn(4, 4, 8, 8), torch.rand(7)
+    e = torch.tensor(0.8, requires_grad=True)
+    y = edge(x, e, s)
+    (g,) = torch.autograd.grad(y.square().sum(), e)
+    assert torch.allclose(y, 0.8 * edge(x, torch.tensor(1.0), s))
+    assert g.abs() > 1.0
+
+
 def test_zero_edge_switch_is_zero_op_in_training() -> None:
-    # non-affine batch norms map a zero input to zero in training mode: edge switch 0 = zero op
+    # edge switch 0 = zero op
     torch.manual_seed(0)
     edge = MixedEdge(get_space("darts").ops, 4, 2).train()
     y = edge(torch.randn(2, 4, 8, 8), torch.tensor(0.0), torch.randn(7))
