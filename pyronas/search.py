@@ -431,7 +431,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
             raise SearchFailed(
                 f"type-II iteration {t}: the supernet's validation accuracy collapsed to "
                 f"{val_acc:.3f} (chance {chance:.3f}, best so far {best_acc:.3f}); "
-                f"{_LAST_GOOD.format(path=checkpoint_path)}; try a smaller --switch-lr or "
+                f"{_last_good(checkpoint_path)}; try a smaller --switch-lr or "
                 "--lr, or a smaller --lambda-op / --lambda-edge"
             )
         best_acc = max(best_acc, val_acc)
@@ -443,7 +443,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
             raise SearchFailed(
                 f"type-II iteration {t} pruned every op of a cell type at lambda_edge="
                 f"{cfg['lambda_edge']}, lambda_op={cfg['lambda_op']}: there is no cell to "
-                f"report. {_LAST_GOOD.format(path=checkpoint_path)}; the strongest single op "
+                f"report. {_last_good(checkpoint_path)}; the strongest single op "
                 f"is offered as {out / 'genotype_fallback.json'} (a fallback, not a search "
                 "result). Try a smaller --lambda-op / --lambda-edge"
             ) from None
@@ -514,7 +514,7 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     except FloatingPointError as err:
         done = len(history)
         raise SearchFailed(
-            f"type-II iteration {done + 1}: {err}. {_LAST_GOOD.format(path=checkpoint_path)}; "
+            f"type-II iteration {done + 1}: {err}. {_last_good(checkpoint_path)}; "
             "try a smaller --switch-lr or --lr (or --grad-clip), or a smaller --lambda-op / "
             "--lambda-edge"
         ) from None
@@ -554,7 +554,11 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     return SearchResult(out, genotype, state, state.records, seconds)
 
 
-_LAST_GOOD = "the last good iteration is checkpointed in {path}"
+def _last_good(path: Path) -> str:
+    """Where the last good iteration is, for error messages."""
+    if Path(path).exists():
+        return f"the last good iteration is checkpointed in {path}"
+    return "no iteration finished well, so no checkpoint was written"
 
 EXPLODED_LOSS = 100.0
 """A MAP objective above ``EXPLODED_LOSS * log(num_classes)`` counts as diverged (a network that
@@ -570,7 +574,7 @@ def check_iteration(
     posterior mean of every site, and the prior variances (finite).
     """
     t = record["iteration"]
-    hint = (f"{_LAST_GOOD.format(path=checkpoint)}; try a smaller --switch-lr or --lr, or a "
+    hint = (f"{_last_good(checkpoint)}; try a smaller --switch-lr or --lr, or a "
             "smaller --lambda-op / --lambda-edge")
     objective = record["objective"]
     if not np.isfinite(objective) or objective > EXPLODED_LOSS * np.log(num_classes):
