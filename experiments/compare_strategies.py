@@ -98,8 +98,6 @@ def search_retrain_and_random_like(search: dict[str, Any], preset: str, retrain:
 def jobs(args: argparse.Namespace) -> list[Job]:
     out = []
     labels = [label for label in args.strategies if label != "random-size"]
-    if "random-size" in args.strategies and "bayesnas-hard" not in labels:
-        labels.insert(0, "bayesnas-hard")
     for seed in args.seeds:
         for label in labels:
             kwargs = {"search": search_overrides(args, label, seed),
@@ -234,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain-epochs", type=int, default=None,
                         help="retraining epochs (default: the comparisons')")
     args = parser.parse_args(argv)
+    if "random-size" in args.strategies and "bayesnas-hard" not in args.strategies:
+        args.strategies.insert(0, "bayesnas-hard")  # the cells whose size random-size copies
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:

@@ -133,3 +133,35 @@ def test_compare_strategies_smoke(tmp_path):
     search = read_json(out / "darts1" / "seed0" / "search" / "metrics.json")
     assert search["strategy"] == "darts1"
     assert "<!-- strategies-compare:start -->" in md.read_text()
+
+
+def test_compare_strategies_random_cells_of_the_found_size_and_paired_tests(tmp_path):
+    compare = _experiment("compare_strategies")
+    md = tmp_path / "results.md"
+    out = tmp_path / "evidence"
+    argv = ["--smoke", "--dataset", "digits", "--seeds", "0", "1", "--strategies",
+            "random-size", "--retrain-epochs", "1", "--out", str(out), "--results-md", str(md)]
+    assert compare.main(argv) == 0
+    rows = {r["strategy"]: r for r in json.loads((out / "summary.json").read_text())}
+    # random-size needs the BayesNAS search of its seed, which therefore runs too
+    assert rows["random-size"]["seeds"] == rows["bayesnas-hard"]["seeds"] == [0, 1]
+    for seed in (0, 1):
+        found = load_genotype(out / "bayesnas-hard" / f"seed{seed}" / "search" / "genotype.json")
+        drawn = load_genotype(out / "random-size" / f"seed{seed}" / "genotype.json")
+        for cell_type in found.cell_types:  # same size before the connectivity rule at most
+            assert sum(map(len, drawn.cell(cell_type))) <= sum(map(len, found.cell(cell_type)))
+    text = md.read_text()
+    assert "| random-size | 2 |" in text and "Wilcoxon" in text and "Jaccard" in text
+
+
+def test_lambda_sweep_smoke(tmp_path):
+    sweep = _experiment("lambda_sweep")
+    md = tmp_path / "results.md"
+    out = tmp_path / "sweep"
+    assert sweep.main(["--smoke", "--out", str(out), "--results-md", str(md)]) == 0
+    results = json.loads((out / "summary.json").read_text())
+    assert set(results) == {"digits/lambda0.01/seed0", "digits/lambda1.0/seed0"}
+    small, large = results["digits/lambda0.01/seed0"], results["digits/lambda1.0/seed0"]
+    assert small["status"] == "ok" and small["ops_normal"] >= 1
+    assert large["status"] == "failed" or large["ops_normal"] <= small["ops_normal"]
+    assert "<!-- lambda-sweep:start -->" in md.read_text()
