@@ -78,7 +78,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_s")
+METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "eval_split", "lr", "seconds",
+                   "images_per_s")
+"""``val_acc`` is measured on ``eval_split``: ``"val"`` (a validation split, ``val_fraction > 0``)
+or ``"test"`` (the test split, as in the DARTS evaluation script: fine to report the last epoch,
+never to select a budget, a lambda or an epoch on)."""
 """Columns of ``metrics.csv`` (accuracies in %, ``seconds`` of the whole epoch)."""
 
 
@@ -483,6 +487,7 @@ def retrain(
         splits.test, eval_bs, False, seed, num_workers=int(workers), pin_memory=on_cuda
     )
     val_loader = test_loader
+    eval_split = "test" if val_set is splits.test else "val"
     if val_set is not splits.test:
         val_loader = make_loader(
             val_set, eval_bs, False, seed, num_workers=int(workers), pin_memory=on_cuda
@@ -570,6 +575,7 @@ def retrain(
             "train_loss": _fmt(stats["train_loss"]),
             "train_acc": _fmt(stats["train_acc"]),
             "val_acc": _fmt(val_acc),
+            "eval_split": eval_split,
             "lr": _fmt(lr),
             "seconds": _fmt(seconds),
             "images_per_s": _fmt(stats["images"] / max(stats["seconds"], 1e-9)),
@@ -591,8 +597,8 @@ def retrain(
             ckpt_path,
         )
         logger.info(
-            "epoch %d/%d: loss %.4f, train acc %.2f%%, val acc %s, lr %.5g, %.1f s",
-            epoch + 1, epochs, stats["train_loss"], stats["train_acc"],
+            "epoch %d/%d: loss %.4f, train acc %.2f%%, %s acc %s, lr %.5g, %.1f s",
+            epoch + 1, epochs, stats["train_loss"], stats["train_acc"], eval_split,
             "-" if math.isnan(val_acc) else f"{val_acc:.2f}%", lr, seconds,
         )  # fmt: skip
         stop = cfg["stop_after_epoch"]
@@ -623,6 +629,7 @@ def retrain(
         "device_name": _device_name(device),
         "final_train_loss": float(rows[-1]["train_loss"]) if rows else None,
         "final_val_acc": None if math.isnan(val_acc) else val_acc,
+        "final_val_split": eval_split,
         "config_hash": config_hash(ident, ident.keys()),
     }
     if cfg["network"] == "imagenet":
