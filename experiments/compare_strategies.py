@@ -79,6 +79,8 @@ def retrain_budget(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         budget["train_size"] = args.retrain_size
     if args.retrain_epochs is not None:
         budget["epochs"] = args.retrain_epochs
+    if args.full_test:
+        budget["max_eval_batches"] = None
     return budget
 
 
@@ -157,6 +159,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         budget["train_size"] = args.retrain_size
     if args.retrain_epochs is not None:
         budget["epochs"] = args.retrain_epochs
+    if args.full_test:
+        budget["max_eval_batches"] = None
     lines = [
         f"{args.dataset}, seeds {', '.join(map(str, args.seeds))}; search {search} "
         f"(the same number of epochs for every strategy); retraining {budget}.",
@@ -231,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training images of the retraining (default: the comparisons')")
     parser.add_argument("--retrain-epochs", type=int, default=None,
                         help="retraining epochs (default: the comparisons')")
+    parser.add_argument("--full-test", action="store_true",
+                        help="score on the whole test split (default: its first 2048 images)")
     args = parser.parse_args(argv)
     if "random-size" in args.strategies and "bayesnas-hard" not in args.strategies:
         args.strategies.insert(0, "bayesnas-hard")  # the cells whose size random-size copies

@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def sweep_point(overrides: dict[str, Any]) -> dict[str, Any]:
     try:
         genotype_path = search_job(overrides)
     except SearchFailed as err:
-        result = {"status": "failed", "reason": str(err).split(":")[1].strip()[:60]}
+        result = {"status": "failed", "reason": failure_reason(str(err))}
         failed.write_text(json.dumps(result))
         return result
     genotype = load_genotype(genotype_path)
@@ -68,6 +69,15 @@ def sweep_point(overrides: dict[str, Any]) -> dict[str, Any]:
     result["val_acc"] = float(rows[-1]["val_acc"])
     result["seconds"] = json.loads((out / "metrics.json").read_text())["search_seconds"]
     return result
+
+
+def failure_reason(message: str) -> str:
+    """A short table entry for a :class:`~pyronas.search.SearchFailed` message."""
+    found = re.search(r"iteration (\d+)", message)
+    when = f" at iteration {found.group(1)}" if found else ""
+    if "pruned every op" in message:
+        return f"pruned to nothing{when}"
+    return f"stopped{when}: {message.split(':', 1)[-1].strip()[:50]}"
 
 
 def jobs_for(args: argparse.Namespace) -> list[Job]:
@@ -102,8 +112,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     for label, r in sorted(results.items(), key=lambda kv: _key(kv[0])):
         dataset, lam, seed = _key(label)
         if r["status"] != "ok":
-            lines.append(f"| {dataset} | {lam:g} | {seed} | pruned to nothing: {r['reason']} "
-                         "| | | | | |")
+            lines.append(f"| {dataset} | {lam:g} | {seed} | {_reason(r)} | | | | | |")
             continue
         lines.append(
             f"| {dataset} | {lam:g} | {seed} | {r['ops_normal']} | {r['edges_normal']} "
@@ -111,6 +120,11 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _reason(result: dict[str, Any]) -> str:
+    reason = result["reason"]
+    return "pruned to nothing" if reason.startswith("there is no cell") else reason
 
 
 def _key(label: str) -> tuple[str, float, int]:
