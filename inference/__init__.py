@@ -8,6 +8,14 @@ from . import layerwise  # noqa: F401,E402  (registers the "layerwise" curvature
 from .ard import ArdUpdate, group_ard_update
 from .curvature import BACKENDS, ForwardFn, diagonal_curvature, register_backend
 from .evidence import joint_terms, laplace_log_evidence, log_evidence
+from .full_laplace import (
+    FullLaplace,
+    SiteLayout,
+    fit_full_laplace,
+    full_laplace_log_evidence,
+    ggn_matrix,
+)
+from .ggn_lean import lean_ggn  # (registers the "ggn_lean" curvature backend)
 from .laplace import DiagonalLaplace, fit_diagonal_laplace
 from .type2 import Type2Config, Type2State, map_objective, run_type2
 
@@ -16,13 +24,19 @@ __all__ = [
     "ArdUpdate",
     "DiagonalLaplace",
     "ForwardFn",
+    "FullLaplace",
+    "SiteLayout",
     "Type2Config",
     "Type2State",
     "diagonal_curvature",
     "fit_diagonal_laplace",
+    "fit_full_laplace",
+    "full_laplace_log_evidence",
+    "ggn_matrix",
     "group_ard_update",
     "joint_terms",
     "laplace_log_evidence",
+    "lean_ggn",
     "log_evidence",
     "map_objective",
     "register_backend",

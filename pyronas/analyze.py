@@ -16,6 +16,12 @@ every ``(cell type, edge, op)``, and PNG plots in ``RUN/plots/``:
 With several runs, also a side-by-side table, ``comparison.csv`` (with ``az.compare`` columns
 when every run has a ``log_likelihood`` group on the same held-out points) and
 ``comparison.png`` / ``evidence.png`` in the output folder.
+
+NAS-Bench-201: a run with a benchmark string (``genotype_nb201.txt``, any nb201 search) also
+shows its benchmark entry (:mod:`pyronas.nb201`: index, accuracies, percentiles; the search's
+``nb201_lookup.json``, or a lookup in the bundled 12-epoch table or ``--nb201 PATH``). A
+baseline run (DARTS, random search: no posterior) is shown by its entry alone. With several such
+runs, a table of their entries is printed and written to ``nb201.csv`` in the output folder.
 """
 
 from __future__ import annotations
@@ -341,38 +347,151 @@ def _print_comparison(console: Any, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def run_analyze_cli(runs: Sequence[Path], out: Path | None = None) -> int:
+def nb201_row(name: str, path: Path, entry: Any) -> dict[str, Any]:
+    """One row of ``nb201.csv``: run, strategy, the entry's index, string, accuracies and
+    percentiles per data set and split, skip connections and dead edges in the string."""
+    from pyronas.nb201 import DATASETS, SPLITS
+
+    strategy = _strategy_label(path)
+    row: dict[str, Any] = {"run": name, "strategy": strategy, "index": entry.index,
+                           "epochs": entry.epochs}
+    for dataset in DATASETS:
+        short = dataset.lower().split("-")[0]
+        for split in SPLITS:
+            row[f"{short}_{split}"] = entry.accuracy[dataset][split]
+            row[f"{short}_{split}_percentile"] = entry.percentile[dataset][split]
+    row["skip_connect"] = entry.arch.count("skip_connect")
+    row["dead_edges"] = len(entry.dead_edges)
+    row["arch"] = entry.arch
+    return row
+
+
+def _strategy_label(path: Path) -> str:
+    """``darts1``, ``random-ws``, ``bayesnas-hard`` ... from the run's metrics.json and
+    config.yaml (empty when neither says)."""
+    import json
+
+    import yaml
+
+    metrics, config = path / "metrics.json", path / "config.yaml"
+    strategy = ""
+    if metrics.is_file():
+        strategy = str(json.loads(metrics.read_text(encoding="utf-8")).get("strategy", ""))
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    strategy = strategy or str((cfg or {}).get("strategy", ""))
+    if strategy == "bayesnas" and (cfg or {}).get("prior"):
+        strategy = f"bayesnas-{cfg['prior']}"
+    return strategy
+
+
+def _nb201_entry(console: Any, path: Path, table: Any) -> Any:
+    """Print the run's NAS-Bench-201 entry (or why it has none); return the entry or None."""
+    from pyronas.nb201 import LOOKUP_FILE, NB201Error, format_entry, run_lookup
+
+    try:
+        entry = run_lookup(path, table, write=table is None and not (path / LOOKUP_FILE).exists())
+    except NB201Error as err:
+        console.print(f"no NAS-Bench-201 entry: {err}", markup=False)
+        return None
+    if entry is not None:
+        console.print(format_entry(entry), markup=False, highlight=False)
+    return entry
+
+
+def _print_nb201_table(console: Any, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"NAS-Bench-201 ({rows[0]['epochs']}-epoch figures)",
+                  title_justify="left")
+    cols = ("run", "strategy", "index", "cifar10_test", "cifar10_test_percentile",
+            "cifar100_test", "imagenet16_test", "skip_connect")
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c])
+                        for c in cols])
+    console.print(table)
+
+
+def run_analyze_cli(
+    runs: Sequence[Path],
+    out: Path | None = None,
+    nb201: str | Path | None = None,
+    nb201_epochs: int = 12,
+) -> int:
     """Analyse search run folders (the ``pyronas analyze`` command); returns the exit code.
 
     Parameters
     ----------
     runs
-        Run folders; each gets ``summary.csv`` and ``plots/``.
+        Run folders; each gets ``summary.csv`` and ``plots/`` (a baseline nb201 run without a
+        posterior is shown by its NAS-Bench-201 entry only).
     out
         Folder for the comparison of several runs (default: ``comparison`` next to the first
         run).
+    nb201, nb201_epochs
+        Source of the NAS-Bench-201 lookups: an official benchmark file and its schedule, or
+        ``None`` for what the searches wrote (the bundled 12-epoch table).
     """
     from rich.console import Console
 
+    from pyronas.analysis import POSTERIOR_FILE
+    from pyronas.nb201 import STRING_FILE, open_table
+
     console = Console()
-    loaded = [load_run(Path(p)) for p in runs]  # RunFolderError (a ValueError) names the folder
+    table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None
+    paths = [Path(p) for p in runs]
+    lookup_only = {p for p in paths if not (p / POSTERIOR_FILE).exists()
+                   and (p / STRING_FILE).is_file()}
+    # RunFolderError (a ValueError) names the folder
+    loaded = {p: load_run(p) for p in paths if p not in lookup_only}
     idatas = []
-    for run in loaded:
-        result = analyze_run(run)
-        idatas.append(result["idata"])
-        _print_run(console, run, result["rows"])
-        console.print(f"wrote {run.path / 'summary.csv'} and {run.path / 'plots'}/")
+    names = dict(zip(paths, _unique_path_names(paths), strict=True))
+    nb201_rows = []
+    for path in paths:
+        if path in loaded:
+            run = loaded[path]
+            result = analyze_run(run)
+            idatas.append(result["idata"])
+            _print_run(console, run, result["rows"])
+            console.print(f"wrote {run.path / 'summary.csv'} and {run.path / 'plots'}/")
+        else:
+            console.print(f"[bold]{path}[/bold]  (no posterior: the NAS-Bench-201 entry only)")
+        entry = _nb201_entry(console, path, table)
+        if entry is not None:
+            nb201_rows.append(nb201_row(names[path], path, entry))
+    target = Path(out) if out is not None else paths[0].parent / "comparison"
     if len(loaded) > 1:
-        rows = comparison_rows(loaded, idatas)
-        target = Path(out) if out is not None else loaded[0].path.parent / "comparison"
-        paths = write_comparison(rows, loaded, target)
+        runs_ = list(loaded.values())
+        rows = comparison_rows(runs_, idatas)
+        written = write_comparison(rows, runs_, target)
         _print_comparison(console, rows)
-        console.print(f"wrote {', '.join(str(p) for p in paths)}")
+        console.print(f"wrote {', '.join(str(p) for p in written)}")
+    if len(nb201_rows) > 1:
+        target.mkdir(parents=True, exist_ok=True)
+        csv_path = target / "nb201.csv"
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(nb201_rows[0]))
+            writer.writeheader()
+            writer.writerows(nb201_rows)
+        _print_nb201_table(console, nb201_rows)
+        console.print(f"wrote {csv_path}")
     return 0
+
+
+def _unique_path_names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for path in paths:
+        name = path.name
+        while name in names:
+            name = f"{path.parent.name}/{name}" if "/" not in name else f"{name}'"
+        names.append(name)
+    return names
 
 
 __all__ = [
     "analyze_run",
+    "nb201_row",
     "comparison_rows",
     "draw_inclusion_cells",
     "plot_forest",

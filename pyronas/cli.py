@@ -25,6 +25,26 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_nb201(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--nb201",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="look NAS-Bench-201 cells up in this official benchmark file (NAS-Bench-201 .pth, "
+        "read with nas_201_api when installed; NATS-Bench files need nats_bench) instead of "
+        "the bundled 12-epoch table",
+    )
+    parser.add_argument(
+        "--nb201-epochs",
+        dest="nb201_epochs",
+        type=int,
+        choices=[12, 200],
+        default=12,
+        help="training schedule of the looked-up figures (200 needs --nb201; default 12)",
+    )
+
+
 def _search_parser(sub: argparse._SubParsersAction) -> None:
     from pyronas.search import SEARCH_DEFAULTS
 
@@ -79,7 +99,8 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
         "--z-select",
         dest="z_select",
         type=float,
-        help="the genotype also needs a posterior |mean| / sd of at least this (default: off)",
+        help="the genotype also needs a posterior |mean| / sd of at least this (default: off "
+        "for the hard and ard priors, 2 for the others; 0 turns it off)",
     )
     g.add_argument(
         "--t-max",
@@ -126,6 +147,7 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="hide progress bars",
     )
+    _add_nb201(p.add_argument_group("NAS-Bench-201 lookup (nb201 space)"))
     p.set_defaults(handler=_cmd_search)
 
 
@@ -180,9 +202,15 @@ def _genotype_parser(sub: argparse._SubParsersAction) -> None:
         "show",
         help="print a genotype's cells and draw them",
         description="Validate a genotype, print its cells and draw each cell "
-        "type to PNG (graphviz when installed, matplotlib otherwise).",
+        "type to PNG (graphviz when installed, matplotlib otherwise). An nb201 cell also gets "
+        "its NAS-Bench-201 entry: index, accuracies and percentiles.",
     )
-    show.add_argument("genotype", help="bundled name or genotype JSON file")
+    show.add_argument(
+        "genotype",
+        help="bundled name, genotype JSON file, NAS-Bench-201 string, or a text file holding "
+        "one (genotype_nb201.txt)",
+    )
+    _add_nb201(show)
     show.add_argument("--out", type=Path, default=Path("."), help="folder for the drawings")
     show.add_argument(
         "--format", dest="fmt", default="png", choices=["png", "svg"], help="image format"
@@ -201,6 +229,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", type=Path, help="search run folders")
     p.add_argument("--out", type=Path, default=None, help="folder for comparison output")
+    _add_nb201(p)
     p.set_defaults(handler=_cmd_analyze)
 
 
@@ -229,7 +258,12 @@ def _overrides(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, 
 def _cmd_search(args: argparse.Namespace) -> int:
     from pyronas.search import run_search_cli
 
-    return run_search_cli(args.config, _overrides(args))
+    return run_search_cli(
+        args.config,
+        _overrides(args, skip=("nb201", "nb201_epochs")),
+        nb201=args.nb201,
+        nb201_epochs=args.nb201_epochs,
+    )
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -248,7 +282,9 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 def _cmd_genotype_show(args: argparse.Namespace) -> int:
     from pyronas.diagram import show_genotype
 
-    text, paths = show_genotype(args.genotype, args.out, fmt=args.fmt)
+    text, paths = show_genotype(
+        args.genotype, args.out, fmt=args.fmt, nb201=args.nb201, nb201_epochs=args.nb201_epochs
+    )
     print(text)
     for path in paths:
         print(f"wrote {path}")
@@ -266,7 +302,7 @@ def _cmd_genotype_list(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from pyronas.analyze import run_analyze_cli
 
-    return run_analyze_cli(args.runs, args.out)
+    return run_analyze_cli(args.runs, args.out, nb201=args.nb201, nb201_epochs=args.nb201_epochs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from pyronas.genotype import Genotype, describe, load_genotype
+from pyronas.genotype import Genotype, describe, from_nb201_string, load_genotype
 
 log = logging.getLogger(__name__)
 
@@ -225,25 +225,54 @@ def draw_genotype(
 
 
 def show_genotype(
-    name_or_path: str | Path, out_dir: str | Path, fmt: str = "png"
+    name_or_path: str | Path,
+    out_dir: str | Path,
+    fmt: str = "png",
+    nb201: str | Path | None = None,
+    nb201_epochs: int = 12,
 ) -> tuple[str, list[Path]]:
     """Load and validate a genotype, draw its cells into ``out_dir``, summarise it.
 
     Parameters
     ----------
     name_or_path
-        A bundled name (``DARTS_V2``, ``BAYESNAS_0.01``, case-insensitive) or a JSON file.
+        A bundled name (``DARTS_V2``, ``BAYESNAS_0.01``, case-insensitive), a JSON file, a
+        NAS-Bench-201 string, or a text file holding one (``genotype_nb201.txt``).
     out_dir
-        Folder for the diagrams ``<name>_<cell_type>.<fmt>``.
+        Folder for the diagrams ``<name>_<cell_type>.<fmt>`` (``nb201_cell`` for a string).
+    nb201, nb201_epochs
+        Source of the NAS-Bench-201 lookup of an nb201 cell: an official benchmark file and its
+        schedule (12 or 200), or ``None`` for the bundled 12-epoch table.
 
     Returns
     -------
     summary, paths
-        The :func:`~pyronas.genotype.describe` text and the written diagram files. Nothing is
-        printed (the caller prints).
+        The :func:`~pyronas.genotype.describe` text (for an nb201 cell followed by its
+        NAS-Bench-201 entry, or the reason it has none) and the written diagram files. Nothing
+        is printed (the caller prints).
     """
-    genotype = load_genotype(name_or_path)
-    p = Path(name_or_path)
-    stem = p.stem if p.is_file() else str(name_or_path)
+    genotype, stem = _load_shown(name_or_path)
     paths = draw_genotype(genotype, Path(out_dir) / stem, fmt=fmt)
-    return describe(genotype), paths
+    text = describe(genotype)
+    if genotype.space == "nb201":
+        from pyronas.nb201 import NB201Error, format_entry, open_table
+
+        table = open_table(nb201, nb201_epochs)  # a bad source is the caller's error
+        try:
+            text += "\n" + format_entry(table.lookup(genotype))
+        except NB201Error as err:
+            text += f"\nno NAS-Bench-201 entry: {err}"
+    return text, paths
+
+
+def _load_shown(name_or_path: str | Path) -> tuple[Genotype, str]:
+    """The genotype named by ``genotype show``'s argument, and the stem of its drawings."""
+    text = str(name_or_path)
+    if text.lstrip().startswith("|"):
+        return from_nb201_string(text), "nb201_cell"
+    path = Path(name_or_path)
+    if path.is_file() and path.suffix != ".json":
+        content = path.read_text(encoding="utf-8").strip()
+        if content.startswith("|"):
+            return from_nb201_string(content), path.stem
+    return load_genotype(name_or_path), path.stem if path.is_file() else text

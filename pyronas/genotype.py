@@ -16,6 +16,14 @@ Genotypes are stored as JSON (``pyronas-genotype/1``), never as Python source::
 ``reduce`` and ``reduce_concat`` are ``null`` (or absent) for single-cell-type spaces (nb201).
 The cell output is the channel concat of the ``*_concat`` nodes; a one-element concat (nb201:
 the last node) is that node itself.
+
+NAS-Bench-201 strings are kept losslessly: a cell read from a benchmark string
+(:func:`from_nb201_string`) keeps that string in ``nb201_string`` (JSON field of the same name,
+written only when set), and :func:`to_nb201_string` gives it back unchanged. The cell itself
+follows the connectivity rule (edges out of nodes without input and nodes that do not reach the
+output are dropped: pyronas's evaluation network does not compute them), while the benchmark
+trained such *dead edges* (their batch norms still add a bias), so two strings that differ only
+in dead edges are different benchmark entries; :func:`nb201_dead_edges` lists them.
 """
 
 from __future__ import annotations
@@ -79,6 +87,11 @@ class Genotype:
     space
         Optional name of the search space the cell comes from (restricts the allowed ops when it
         names a known space).
+    nb201_string
+        The NAS-Bench-201 string this cell was read from (space ``nb201`` only), kept verbatim
+        as the benchmark key: it may hold dead edges that the cell, after the connectivity rule,
+        does not (see :func:`nb201_dead_edges`). It must describe this cell (checked), and it
+        takes no part in ``==`` and ``hash``: two genotypes are equal when their cells are.
 
     A ``Genotype`` is validated on construction (see :func:`validate`), so an instance is always
     well formed.
@@ -90,6 +103,7 @@ class Genotype:
     reduce_concat: tuple[int, ...] | None = None
     num_inputs: int = 2
     space: str | None = field(default=None)
+    nb201_string: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -105,6 +119,8 @@ class Genotype:
             set_(self, "reduce", _as_cell(self.reduce, "reduce"))
             set_(self, "reduce_concat", _as_concat(self.reduce_concat, "reduce_concat"))
         validate(self)
+        if self.nb201_string is not None:
+            _check_nb201_string(self)
 
     @property
     def cell_types(self) -> tuple[str, ...]:
@@ -235,7 +251,7 @@ def canonical(genotype: Genotype) -> Genotype:
     Two genotypes describe the same architecture iff their canonical forms are equal.
     """
     cells = {t: tuple(_sorted_pairs(n) for n in genotype.cell(t)) for t in genotype.cell_types}
-    return _replace_cells(genotype, cells)
+    return _replace_cells(genotype, cells, nb201_string=genotype.nb201_string)
 
 
 def _sorted_pairs(pairs: Iterable[Pair]) -> tuple[Pair, ...]:
@@ -246,6 +262,7 @@ def _replace_cells(
     g: Genotype,
     cells: Mapping[str, Cell],
     concats: Mapping[str, Sequence[int]] | None = None,
+    nb201_string: str | None = None,
 ) -> Genotype:
     concats = concats or {}
     has_reduce = g.reduce is not None
@@ -256,6 +273,7 @@ def _replace_cells(
         reduce_concat=concats.get("reduce", g.reduce_concat) if has_reduce else None,
         num_inputs=g.num_inputs,
         space=g.space,
+        nb201_string=nb201_string,
     )
 
 
@@ -263,16 +281,28 @@ def _replace_cells(
 # JSON
 # --------------------------------------------------------------------------------------------
 
-_FIELDS = {"format", "space", "num_inputs", "normal", "normal_concat", "reduce", "reduce_concat"}
+_FIELDS = {
+    "format",
+    "space",
+    "num_inputs",
+    "normal",
+    "normal_concat",
+    "reduce",
+    "reduce_concat",
+    "nb201_string",
+}
 
 
 def genotype_to_dict(genotype: Genotype) -> dict[str, Any]:
-    """The JSON-ready dict of a genotype (format ``pyronas-genotype/1``)."""
+    """The JSON-ready dict of a genotype (format ``pyronas-genotype/1``).
+
+    ``nb201_string`` is included only when the genotype has one.
+    """
 
     def cell(nodes: Cell | None) -> list | None:
         return None if nodes is None else [[[op, src] for op, src in n] for n in nodes]
 
-    return {
+    data: dict[str, Any] = {
         "format": FORMAT,
         "space": genotype.space,
         "num_inputs": genotype.num_inputs,
@@ -281,6 +311,9 @@ def genotype_to_dict(genotype: Genotype) -> dict[str, Any]:
         "reduce": cell(genotype.reduce),
         "reduce_concat": None if genotype.reduce_concat is None else list(genotype.reduce_concat),
     }
+    if genotype.nb201_string is not None:
+        data["nb201_string"] = genotype.nb201_string
+    return data
 
 
 def genotype_from_dict(data: Any, source: str = "genotype") -> Genotype:
@@ -311,6 +344,7 @@ def genotype_from_dict(data: Any, source: str = "genotype") -> Genotype:
             reduce_concat=data.get("reduce_concat"),
             num_inputs=data.get("num_inputs", 2),
             space=data.get("space"),
+            nb201_string=data.get("nb201_string"),
         )
     except GenotypeError as err:
         raise GenotypeError(f"{source}: {err}") from None
@@ -475,14 +509,43 @@ def from_darts(
 def to_nb201_string(genotype: Genotype) -> str:
     """The NAS-Bench-201 architecture string, e.g. ``|nor_conv_3x3~0|+|...~0|...~1|+|...|``.
 
-    Edges with no op are written ``none``. Raises :class:`GenotypeError` for a genotype that is
-    not an NB201 cell (one input, 3 nodes, no reduction cell, NB201 ops) or has an edge with
-    several ops.
+    A genotype read from a benchmark string (``nb201_string`` set, see
+    :func:`from_nb201_string`) gives that string back verbatim, dead edges included: it is the
+    benchmark's key of the cell. Otherwise the string is written from the cell, edges with no op
+    as ``none``. Raises :class:`GenotypeError` for a genotype that is not an NB201 cell (one
+    input, 3 nodes, output node 3, no reduction cell, NB201 ops) or has an edge with several
+    ops.
     """
     _check_nb201_cell(genotype)
+    if genotype.nb201_string is not None:
+        return genotype.nb201_string
+    return format_nb201_string(genotype.normal)
+
+
+def format_nb201_string(nodes: Sequence[Sequence[Pair]]) -> str:
+    """Write the NAS-Bench-201 string of per-node ``(op, input)`` pairs, edges without op as
+    ``none``; the inverse of :func:`parse_nb201_string`.
+
+    Parameters
+    ----------
+    nodes
+        Three nodes (DARTS indices 1, 2, 3); node ``j`` takes inputs ``0 .. j``. No connectivity
+        rule is applied: every pair is written.
+
+    Raises
+    ------
+    GenotypeError
+        On a wrong node count, an input out of range, several ops on one edge or an op that is
+        not an NB201 op.
+    """
+    if len(nodes) != 3:
+        raise GenotypeError(f"an NB201 cell has 3 intermediate nodes, got {len(nodes)}")
     parts = []
-    for j, pairs in enumerate(genotype.normal):
+    for j, pairs in enumerate(nodes):
         me = 1 + j
+        for _, src in pairs:
+            if not 0 <= src < me:
+                raise GenotypeError(f"node {me}: input {src} out of range 0..{me - 1}")
         tokens = []
         for src in range(me):
             ops = [op for op, s in pairs if s == src]
@@ -597,27 +660,48 @@ def to_nb201_projection(genotype: Genotype, scores: Any) -> Genotype:
         candidates = [k for k, op in enumerate(space.ops) if op in kept]  # in space order
         best = candidates[int(np.argmax(arr[e, candidates]))]
         nodes[dst - space.num_inputs].append((space.ops[best], src))
+    # a one-op-per-edge cell projects to itself: it keeps its benchmark string, if it has one
+    same = not multi_op_edges(genotype)
     return Genotype(
         normal=tuple(_sorted_pairs(pairs) for pairs in nodes),
         normal_concat=(space.num_total_nodes - 1,),
         num_inputs=space.num_inputs,
         space=space.name,
+        nb201_string=genotype.nb201_string if same else None,
     )
 
 
-def from_nb201_string(arch: str) -> Genotype:
-    """Parse a NAS-Bench-201 string into a genotype (space ``nb201``, output node 3).
+def parse_nb201_string(arch: str) -> Cell:
+    """Parse a NAS-Bench-201 string losslessly into per-node ``(op, input)`` pairs.
 
-    ``none`` edges are dropped, then the connectivity rule (:func:`prune`) removes edges out of
-    nodes without input and nodes that do not reach the output; so the round trip
-    ``to_nb201_string(from_nb201_string(s)) == s`` holds for cells without such dead parts.
-    Raises :class:`GenotypeError` on a malformed string or if no path reaches the output.
+    Every edge but ``none`` is kept, dead ones included (no connectivity rule), so
+    ``format_nb201_string(parse_nb201_string(s)) == s`` for every benchmark string.
+
+    Parameters
+    ----------
+    arch
+        E.g. ``|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|none~1|none~2|``:
+        3 ``+``-separated nodes, node ``j`` (1-based) written ``|op~0|...|op~(j-1)|``.
+
+    Returns
+    -------
+    Cell
+        Three nodes; node ``j`` (DARTS index ``j``, input 0) lists its non-``none`` edges.
+
+    Raises
+    ------
+    GenotypeError
+        Naming the problem: not a string, wrong node count, a node part not in ``|..|``, wrong
+        edge count of a node, an edge not written ``op~input`` with the right input, an unknown
+        op.
     """
     if not isinstance(arch, str):
         raise GenotypeError(f"NB201 string must be a str, got {type(arch).__name__}")
     node_strs = arch.strip().split("+")
     if len(node_strs) != 3:
-        raise GenotypeError(f"NB201 string {arch!r}: expected 3 '+'-separated nodes")
+        raise GenotypeError(
+            f"NB201 string {arch!r}: expected 3 '+'-separated nodes, got {len(node_strs)}"
+        )
     nodes = []
     for j, node_str in enumerate(node_strs):
         me = 1 + j
@@ -643,12 +727,99 @@ def from_nb201_string(arch: str) -> Genotype:
                     f"{', '.join(PRIMITIVES_NB201)}"
                 )
             pairs.append((op, src))
-        nodes.append(pairs)
+        nodes.append(tuple(pairs))
+    return tuple(nodes)
+
+
+def _nb201_connected(nodes: Cell) -> Cell | None:
+    """The cell the connectivity rule keeps of lossless NB201 nodes; ``None`` if no path from
+    the input reaches the output."""
     alive = _live_nodes(nodes, num_inputs=1, concat_all=False)
     if not alive:
+        return None
+    kept, _ = _keep_alive(nodes, 1, alive, concat_all=False)
+    return kept
+
+
+def nb201_dead_edges(arch: str | Genotype) -> tuple[tuple[int, int, str], ...]:
+    """The edges of a NAS-Bench-201 string that the connectivity rule drops.
+
+    An edge is dead when it leaves a node without input or enters a node from which no path
+    reaches the output. The benchmark trained every edge of its string (a dead edge's batch norm
+    still adds a bias), pyronas's evaluation network drops them.
+
+    Parameters
+    ----------
+    arch
+        A benchmark string, or a genotype (its ``nb201_string``; none for a genotype without).
+
+    Returns
+    -------
+    tuple
+        ``(input, node, op)`` per dead edge (benchmark numbering: input 0, nodes 1..3), in the
+        order of the string; every non-``none`` edge when nothing reaches the output.
+    """
+    if isinstance(arch, Genotype):
+        if arch.nb201_string is None:
+            return ()
+        arch = arch.nb201_string
+    nodes = parse_nb201_string(arch)
+    kept = _nb201_connected(nodes) or ((), (), ())
+    return tuple(
+        (src, 1 + j, op) for j, pairs in enumerate(nodes) for op, src in pairs
+        if (op, src) not in kept[j]
+    )
+
+
+def _check_nb201_string(genotype: Genotype) -> None:
+    """Raise :class:`GenotypeError` unless ``genotype.nb201_string`` describes the cell."""
+    arch = genotype.nb201_string
+    if not isinstance(arch, str):
+        raise GenotypeError(f"nb201_string must be a str or None, got {type(arch).__name__}")
+    if genotype.space != "nb201":
+        raise GenotypeError(
+            f"nb201_string is for cells of space 'nb201', this genotype has space "
+            f"{genotype.space!r}"
+        )
+    _check_nb201_cell(genotype)
+    nodes = parse_nb201_string(arch)
+    if format_nb201_string(nodes) != arch:
+        raise GenotypeError(
+            f"nb201_string {arch!r} is not written as the benchmark writes it: "
+            f"{format_nb201_string(nodes)!r}"
+        )
+    kept = _nb201_connected(nodes)
+    mine = tuple(_sorted_pairs(p) for p in genotype.normal)
+    if kept is None or tuple(_sorted_pairs(p) for p in kept) != mine:
+        rule = "no path reaches the output" if kept is None else format_nb201_string(kept)
+        raise GenotypeError(
+            f"nb201_string {arch!r} does not describe this cell: after the connectivity rule "
+            f"it reads {rule!r}, the cell has other edges"
+        )
+
+
+def from_nb201_string(arch: str) -> Genotype:
+    """Parse a NAS-Bench-201 string into a genotype (space ``nb201``, output node 3).
+
+    The cell follows the connectivity rule (:func:`prune`: edges out of nodes without input and
+    nodes that do not reach the output are dropped, ``none`` edges are absent), and the string
+    itself is kept verbatim in ``nb201_string``, so ``to_nb201_string(from_nb201_string(s)) ==
+    s`` for every benchmark string that has a path from the input to the output; the dropped
+    edges are :func:`nb201_dead_edges`. Surrounding whitespace is stripped.
+
+    Raises
+    ------
+    GenotypeError
+        On a malformed string (see :func:`parse_nb201_string`) or if no path reaches the output
+        (341 benchmark strings: the benchmark's library marks them invalid too).
+    """
+    nodes = parse_nb201_string(arch)
+    arch = arch.strip()
+    kept = _nb201_connected(nodes)
+    if kept is None:
         raise GenotypeError(f"NB201 string {arch!r}: no path from the input reaches the output")
-    kept, concat = _keep_alive(nodes, 1, alive, concat_all=False)
-    return Genotype(normal=kept, normal_concat=concat, num_inputs=1, space="nb201")
+    return Genotype(normal=kept, normal_concat=(3,), num_inputs=1, space="nb201",
+                    nb201_string=arch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -887,7 +1058,8 @@ def describe(genotype: Genotype) -> str:
     """A readable summary, one ``node <- input: ops; input: ops`` line per node.
 
     ``c_{k-2}``/``c_{k-1}`` are DARTS inputs 0/1 (the outputs of cells k-2 and k-1), ``n0``..
-    the intermediate nodes.
+    the intermediate nodes. A cell read from a NAS-Bench-201 string with dead edges
+    (:func:`nb201_dead_edges`) gets a last line with that string and those edges.
     """
     n_in = genotype.num_inputs
     head = f"space: {genotype.space}" if genotype.space else "space: (unspecified)"
@@ -904,4 +1076,14 @@ def describe(genotype: Genotype) -> str:
                 f"{node_name(s, n_in)}: {', '.join(ops)}" for s, ops in sorted(by_src.items())
             )
             lines.append(f"  {node_name(n_in + j, n_in)} <- {body or '(removed)'}")
+    if genotype.nb201_string is not None:
+        dead = nb201_dead_edges(genotype)
+        if dead:
+            edges = ", ".join(
+                f"{node_name(src, n_in)}->{node_name(dst, n_in)}: {op}" for src, dst, op in dead
+            )
+            lines.append(
+                f"benchmark string {genotype.nb201_string} (its dead edges {edges} are dropped "
+                "here; NAS-Bench-201 trained them)"
+            )
     return "\n".join(lines)

@@ -64,7 +64,8 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "schedule": "paper",  # paper | released
     "threshold": 1e-3,  # prune when gamma < threshold
     "z_threshold": None,  # also prune during the search when |mean| / sd < z_threshold
-    "z_select": None,  # the genotype also needs |mean| / sd >= z_select (None: every live op)
+    "z_select": None,  # genotype needs |mean| / sd >= z_select (None: 2 for priors without a
+    # closed-form update, off for hard / ard; 0: off)
     # training
     "epochs": 1,  # MAP epochs per type-II iteration
     "batch_size": 32,
@@ -522,14 +523,14 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     if state.posterior is None:
         raise ValueError("t_max must be at least 1: the search ran no type-II iteration")
 
-    z_scores = state.posterior.z_score() if cfg["z_select"] is not None else None
+    z_select = selection_z(cfg, prior)
+    z_scores = state.posterior.z_score() if z_select is not None else None
     try:
-        genotype = derive_genotype(space, state.masks, state.sites, net, z_scores,
-                                   cfg["z_select"])
+        genotype = derive_genotype(space, state.masks, state.sites, net, z_scores, z_select)
     except GenotypeError:
         _save_fallback(out, space, state, net)
         raise SearchFailed(
-            f"no op of some cell type reaches z_select={cfg['z_select']}: there is no cell to "
+            f"no op of some cell type reaches z_select={z_select}: there is no cell to "
             f"report; the strongest single op is offered as {out / 'genotype_fallback.json'} "
             "(a fallback, not a search result). Try a smaller --z-select or none"
         ) from None
@@ -552,6 +553,18 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
     _write_cost(out, seconds, device, space, cfg)
     log.info("search finished in %.1f s; run folder %s", seconds, out)
     return SearchResult(out, genotype, state, state.records, seconds)
+
+
+def selection_z(cfg: dict[str, Any], prior: Any) -> float | None:
+    """The z-score the genotype asks of a switch (``|mean| / sd``), or None for no such rule.
+
+    ``z_select`` when set (0 turns the rule off). Unset: none for priors with a closed-form
+    update (``hard``, ``ard``: their fixed point prunes exactly, docs/selection.md); 2.0 for the
+    others (``laplace``, ``horseshoe``), whose prior variances never reach zero.
+    """
+    if cfg["z_select"] is not None:
+        return float(cfg["z_select"]) or None
+    return None if getattr(prior, "update_hypers", None) is not None else 2.0
 
 
 def _last_good(path: Path) -> str:
@@ -707,9 +720,12 @@ def _save_projections(
     with the largest posterior inclusion ``|edge_switch| * |op_switch|``, the maximum over the
     cells for untied switches, see :func:`~pyronas.genotype.to_nb201_projection`). When the
     found cell keeps several ops on some edge, the projection is also saved as
-    ``genotype_nb201_projection.json``, ready to retrain.
+    ``genotype_nb201_projection.json``, ready to retrain. Beside it, ``nb201_lookup.json`` holds
+    the benchmark entry of that string (index, accuracies, percentiles; the bundled 12-epoch
+    table, :func:`pyronas.nb201.write_run_lookup`).
     """
     from pyronas.genotype import multi_op_edges, to_nb201_projection
+    from pyronas.nb201 import write_run_lookup
 
     if space.num_inputs == 2:
         if sites["op_switch"].shape[0] == len(space.cell_types):  # tied switches
@@ -741,6 +757,7 @@ def _save_projections(
             if several:
                 save_genotype(projection, out / "genotype_nb201_projection.json")
         (out / "genotype_nb201.txt").write_text(text + "\n")
+        write_run_lookup(out, text)
 
 
 def _write_extras(
@@ -796,17 +813,31 @@ def _write_extras(
         log.warning("could not write posterior.nc: %s", err)
 
 
-def run_search_cli(config_path: str | Path | None, overrides: dict[str, Any]) -> int:
-    """``pyronas search``: resolve the config, run, print where the results are."""
+def run_search_cli(
+    config_path: str | Path | None,
+    overrides: dict[str, Any],
+    nb201: str | Path | None = None,
+    nb201_epochs: int = 12,
+) -> int:
+    """``pyronas search``: resolve the config, run, print where the results are.
+
+    For an nb201 search, also print the NAS-Bench-201 entry of the found cell; with ``nb201``
+    (an official benchmark file, read before the search so that a bad path fails at once) the
+    entry is looked up there at ``nb201_epochs`` and ``nb201_lookup.json`` is rewritten.
+    """
+    from pyronas.nb201 import format_entry, open_table, run_lookup
+
     cfg = resolve_search_config(config_path, overrides)
+    table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None
     if cfg["strategy"] != "bayesnas":
         from pyronas.strategies import STRATEGIES
 
         result = STRATEGIES[cfg["strategy"]](cfg, cfg["out"])
-        print(f"genotype: {compact_genotype(result.genotype)}")
-        print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")
-        return 0
-    result = run_search(cfg)
+    else:
+        result = run_search(cfg)
     print(f"genotype: {compact_genotype(result.genotype)}")
+    entry = run_lookup(result.out_dir, table, write=True)  # a failed lookup is only logged
+    if entry is not None:
+        print(format_entry(entry))
     print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")
     return 0

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,14 @@ from torch import Tensor
 
 from pyronas.config import save_resolved_config
 from pyronas.data import DataSplits, load_dataset
-from pyronas.genotype import Genotype, derive, live_mask, save_genotype
+from pyronas.genotype import (
+    Genotype,
+    derive,
+    format_nb201_string,
+    live_mask,
+    save_genotype,
+    to_nb201_string,
+)
 from pyronas.runs import MetricsCSV, atomic_write_text
 from pyronas.search import _loaders, resolve_device, seed_everything
 from pyronas.space import SearchSpace, get_space
@@ -168,11 +175,18 @@ def finish(h: Harness, genotype: Genotype, strategy: str, records: list[dict[str
 
     ``metrics.json``: ``strategy``, ``search_seconds``, ``search_device`` (``cuda`` / ``cpu``,
     also under ``device``), ``device_name``, ``search_gpu_days`` (``None`` on a CPU), ``space``,
-    ``dataset``, ``epochs`` and ``extra_metrics``.
+    ``dataset``, ``epochs`` and ``extra_metrics``. On ``nb201`` also ``genotype_nb201.txt`` (the
+    benchmark string of the cell: the baselines' rule gives one op or ``none`` per edge) and
+    ``nb201_lookup.json`` (its entry in the bundled table, :mod:`pyronas.nb201`).
     """
     from pyronas.diagram import draw_genotype
+    from pyronas.nb201 import STRING_FILE, write_run_lookup
 
     save_genotype(genotype, h.out / "genotype.json")
+    if h.space.name == "nb201":
+        arch = to_nb201_string(genotype)
+        (h.out / STRING_FILE).write_text(arch + "\n")
+        write_run_lookup(h.out, arch)
     try:
         draw_genotype(genotype, h.out / "cell.png")
     except Exception as err:  # drawing is a convenience: the genotype is already saved
@@ -229,10 +243,21 @@ def derive_one_op_per_edge(space: SearchSpace, choice: Tensor) -> Genotype:
     choice
         ``(cell_type, edge)`` integers in ``-1 .. num_ops``.
 
-    The connectivity rule of :func:`pyronas.genotype.derive` removes nodes without input.
+    The connectivity rule of :func:`pyronas.genotype.derive` removes nodes without input. For
+    ``nb201`` the genotype keeps the benchmark string of the whole choice, one op (or ``none``)
+    on each of the 6 edges, dead edges included: that is the benchmark's cell of the choice
+    (``to_nb201_string`` gives it back, :func:`pyronas.genotype.nb201_dead_edges` lists what the
+    connectivity rule dropped).
     """
     choice = torch.as_tensor(choice).long()
     live = (choice >= 0) & (choice < space.num_ops)
     keep_op = torch.zeros(*choice.shape, space.num_ops, dtype=torch.bool)
     keep_op[live] = torch.nn.functional.one_hot(choice[live], space.num_ops).bool()
-    return derive(space, live, keep_op)
+    genotype = derive(space, live, keep_op)
+    if space.name != "nb201":
+        return genotype
+    nodes: list[list[tuple[str, int]]] = [[] for _ in range(space.num_nodes)]
+    for e, (src, dst) in enumerate(space.edges["normal"]):
+        if live[0, e]:
+            nodes[dst - space.num_inputs].append((space.ops[int(choice[0, e])], src))
+    return replace(genotype, nb201_string=format_nb201_string(nodes))
