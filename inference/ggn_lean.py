@@ -26,8 +26,8 @@ ordinary backward pass:
 2. The forward is run once with autograd recording and the graph is kept; the backward is
    repeated once per factor column with the (detached) column as cotangent. Cost: one forward
    and C backward passes (C = classes, or output elements for a Gaussian); memory: one graph of
-   the batch, as in a training step, plus ``C x B x D`` gradient numbers at most one column at a
-   time (``B x D``), and the ``D x D`` matrix when asked for.
+   the batch, as in a training step, plus the ``B x D`` gradients of one column at a time, and
+   the ``D x D`` matrix when asked for.
 
 How sample n gets its own sites: a forward that broadcasts a leading batch dim of the sites
 itself (it multiplies the feature maps of sample n by ``sites[k][n]``) declares it with an
@@ -35,8 +35,15 @@ attribute ``batched_sites = True`` (or the caller passes ``batched_sites=True``)
 as ``forward(S, x)``. Any other forward (e.g. one that checks the site shapes) is mapped over
 the samples with ``torch.func.vmap(forward, in_dims=(0, 0))`` applied to single samples: vmap
 batches the forward only, the graph it records is the ordinary batched graph and the backward
-passes are ordinary ``torch.autograd.grad`` calls. (The reference ``ggn`` backend instead maps
-``jacrev`` over samples, i.e. a backward batched over ``chunk x C`` rows at once.)
+passes are ordinary ``torch.autograd.grad`` calls. ``pyronas.supernet.SuperNet`` is such a
+forward: it checks the switch shapes and multiplies each op output by a scalar switch element,
+so it takes the vmap path. (The reference ``ggn`` backend instead maps ``jacrev`` over samples,
+i.e. a backward batched over ``chunk x C`` rows at once.)
+
+Why the expansion: a vjp of the batched output with SHARED sites, applied to the columns,
+returns ``sum_n J_n^T q_nc``, and the square of a sum is not the sum of squares the diagonal
+needs; giving every sample its own copy of the sites keeps the B terms apart at no extra
+backward cost.
 
 Samples must be independent (eval-mode batch norm): pass the network as ``module`` to have it
 put in eval mode and its parameters excluded from the graph during the computation.
@@ -222,6 +229,8 @@ def lean_ggn(
         Gaussian standard deviation.
     module : nn.Module, optional
         The network: in eval mode and with its parameters frozen during the computation.
+        Without it, weights that require grad are recorded in the graph too (same result,
+        more memory) and the caller must put batch norms in eval mode.
     full : bool
         Also return the (D, D) matrix ``1/B sum_n J_n^T Lambda_n J_n``.
     batched_sites : bool, optional
