@@ -391,10 +391,10 @@ def _nb201_entry(console: Any, path: Path, table: Any) -> Any:
     try:
         entry = run_lookup(path, table, write=table is None and not (path / LOOKUP_FILE).exists())
     except NB201Error as err:
-        console.print(f"no NAS-Bench-201 entry: {err}", markup=False)
+        console.print(f"no NAS-Bench-201 entry: {err}", markup=False, soft_wrap=True)
         return None
     if entry is not None:
-        console.print(format_entry(entry), markup=False, highlight=False)
+        console.print(format_entry(entry), markup=False, highlight=False, soft_wrap=True)
     return entry
 
 
@@ -456,7 +456,8 @@ def run_analyze_cli(
             _print_run(console, run, result["rows"])
             console.print(f"wrote {run.path / 'summary.csv'} and {run.path / 'plots'}/")
         else:
-            console.print(f"[bold]{path}[/bold]  (no posterior: the NAS-Bench-201 entry only)")
+            console.print(f"[bold]{path}[/bold]  (no posterior: the NAS-Bench-201 entry only)",
+                          soft_wrap=True)
         entry = _nb201_entry(console, path, table)
         if entry is not None:
             nb201_rows.append(nb201_row(names[path], path, entry))

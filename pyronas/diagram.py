@@ -252,16 +252,16 @@ def show_genotype(
         is printed (the caller prints).
     """
     genotype, stem = _load_shown(name_or_path)
-    paths = draw_genotype(genotype, Path(out_dir) / stem, fmt=fmt)
     text = describe(genotype)
     if genotype.space == "nb201":
         from pyronas.nb201 import NB201Error, format_entry, open_table
 
-        table = open_table(nb201, nb201_epochs)  # a bad source is the caller's error
+        table = open_table(nb201, nb201_epochs)  # a bad source fails before anything is drawn
         try:
             text += "\n" + format_entry(table.lookup(genotype))
         except NB201Error as err:
             text += f"\nno NAS-Bench-201 entry: {err}"
+    paths = draw_genotype(genotype, Path(out_dir) / stem, fmt=fmt)
     return text, paths
 
 

@@ -16,7 +16,8 @@ Two sources behind one interface, an :class:`NB201Table` of every cell:
 * an official benchmark file (:func:`load_benchmark`, ``--nb201 PATH`` on the command line), at
   12 or 200 epochs. A NAS-Bench-201 ``.pth`` file (``NAS-Bench-201-v1_0-e61699.pth``,
   ``NAS-Bench-201-v1_1-096897.pth``) is read with the official ``nas_201_api`` package when it
-  is importable, else directly: it is a torch-saved dict ``{"meta_archs": [arch strings],
+  is importable (pyronas loads the file, the package reads the dict), else directly: it is a
+  torch-saved dict ``{"meta_archs": [arch strings],
   "arch2infos": {index: {"less": results (12 epochs), "full": results (200 epochs)}},
   "evaluated_indexes": [...]}``, where ``results`` is the state dict of the benchmark's
   ``ArchResults`` (``dataset_seed``: data set -> seeds; ``all_results``: ``(data set, seed)``
@@ -479,10 +480,12 @@ def lookup(cell: Genotype | str, source: NB201Table | str | Path | None = None) 
 def load_benchmark(path: str | Path, epochs: int = 12) -> NB201Table:
     """Read an official benchmark file into a table (every cell, one schedule).
 
-    A NAS-Bench-201 ``.pth`` file is read with the ``nas_201_api`` package when it is
-    importable (and loads the file), otherwise directly (:func:`read_benchmark_dict`). A
+    A NAS-Bench-201 ``.pth`` file is loaded with torch's safe loader (plain data, tensors and
+    NumPy scalars) and its dict handed to the ``nas_201_api`` package when it is importable
+    (``NASBench201API(dict)``), otherwise read directly (:func:`read_benchmark_dict`). A
     NATS-Bench topology file or directory (``.pbz2``, or a folder) needs the ``nats_bench``
-    package. Building the table queries every cell once, which takes a while on the full files.
+    package. Building the table queries every cell once, which takes a while on
+    the full files (and the package copies the dict: twice the memory).
 
     Parameters
     ----------
@@ -517,15 +520,16 @@ def load_benchmark(path: str | Path, epochs: int = 12) -> NB201Table:
         from nas_201_api import NASBench201API
     except ImportError:
         NASBench201API = None  # noqa: N806 - the official class name
+    data = _torch_load(path)
     if NASBench201API is not None:
-        try:
-            api = NASBench201API(str(path), verbose=False)
-        except Exception as err:  # the official reader failed: try the plain layout
+        try:  # the package takes the dict: no second, unchecked unpickling of the file
+            api = NASBench201API(data, verbose=False)
+        except Exception as err:
             log.warning("nas_201_api could not read %s (%s); reading the file directly", path,
                         err)
         else:
             return table_from_api(api, epochs, f"{path} (nas_201_api, {epochs} epochs)")
-    return read_benchmark_dict(_torch_load(path), epochs, f"{path} ({epochs} epochs)")
+    return read_benchmark_dict(data, epochs, f"{path} ({epochs} epochs)")
 
 
 def table_from_api(api: Any, epochs: int, source: str) -> NB201Table:
@@ -644,10 +648,12 @@ def _torch_load(path: Path) -> Any:
         raise NB201Error(f"{path}: not a torch-saved NAS-Bench-201 file")
     allowed: list[Any] = [np.dtype]
     try:
-        from numpy._core.multiarray import scalar
+        from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # NumPy 1.x
-        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
-    allowed += [scalar, (scalar, "numpy.core.multiarray.scalar")]
+        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    # NumPy scalars and arrays, under NumPy 2's module names and those of older pickles
+    allowed += [scalar, (scalar, "numpy.core.multiarray.scalar"), np.ndarray,
+                _reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct")]
     allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32")]
     try:
         with torch.serialization.safe_globals(allowed):
@@ -656,9 +662,10 @@ def _torch_load(path: Path) -> Any:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         what = f"it holds a {found.group(1)}" if found else str(err).strip().splitlines()[0]
         raise NB201Error(
-            f"{path}: torch's safe loader refused the file ({what}); pyronas "
-            "reads plain data only (dicts, lists, numbers, tensors). Install the official "
-            "package (pip install nas-bench-201) to read it with nas_201_api"
+            f"{path}: torch's safe loader refused the file ({what}); pyronas reads plain data "
+            "only (dicts, lists, numbers, tensors, NumPy scalars and arrays). If you trust the "
+            "file, load it yourself (torch.load(path, weights_only=False)) and pass the dict "
+            "to pyronas.nb201.read_benchmark_dict"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise NB201Error(f"{path}: not a torch-saved NAS-Bench-201 file ({err})") from None
@@ -749,7 +756,7 @@ def format_entry(entry: NB201Entry) -> str:
     if entry.dead_edges:
         edges = ", ".join(f"{s}->{d} {op}" for s, d, op in entry.dead_edges)
         lines.append(f"  dead edges, trained by the benchmark, dropped by pyronas's connectivity "
-                     f"rule: {edges}")
+                     f"rule (benchmark nodes, 0 = input): {edges}")
     return "\n".join(lines)
 
 

@@ -825,7 +825,7 @@ def run_search_cli(
     (an official benchmark file, read before the search so that a bad path fails at once) the
     entry is looked up there at ``nb201_epochs`` and ``nb201_lookup.json`` is rewritten.
     """
-    from pyronas.nb201 import format_entry, open_table, run_lookup
+    from pyronas.nb201 import NB201Error, format_entry, open_table, run_lookup
 
     cfg = resolve_search_config(config_path, overrides)
     table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None
@@ -836,7 +836,11 @@ def run_search_cli(
     else:
         result = run_search(cfg)
     print(f"genotype: {compact_genotype(result.genotype)}")
-    entry = run_lookup(result.out_dir, table, write=True)  # a failed lookup is only logged
+    try:
+        entry = run_lookup(result.out_dir, table, write=table is not None)
+    except NB201Error as err:  # no entry for the found cell: say so, the search stands
+        entry = None
+        print(f"no NAS-Bench-201 entry: {err}")
     if entry is not None:
         print(format_entry(entry))
     print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")

@@ -77,6 +77,14 @@ def test_regular_install_imports_top_level_folders(tmp_path):
     assert Path(models_file).is_relative_to(target / "pyronas" / "models")
     assert Path(inference_file).is_relative_to(target / "pyronas" / "inference")
     assert len(list((target / "pyronas" / "genotypes").glob("*.json"))) >= 5
+    # the NAS-Bench-201 table and its licence notice ship inside the package and are read there
+    data = target / "pyronas" / "nb201_data"
+    assert (data / "nb201_accuracy_12epoch.csv").stat().st_size > 1_000_000
+    assert "MIT License" in (data / "README.md").read_text()
+    probe = ("from pyronas.nb201 import bundled_table, lookup; "
+             "print(len(bundled_table()), lookup('|skip_connect~0|+|skip_connect~0|skip_connect~1|"
+             "+|skip_connect~0|skip_connect~1|skip_connect~2|').index)")
+    assert _run(probe, cwd=tmp_path, env_path=str(target)) == ["15625", "1835"]
     # the retraining presets ship inside the package and are found by name
     probe = ("from pyronas.config import preset_path; "
              "print(preset_path('retrain_fashion_mnist'))")

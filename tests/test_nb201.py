@@ -367,10 +367,10 @@ class FakeOfficialAPI:
 
     calls: list[tuple] = []
 
-    def __init__(self, path, verbose=True):
-        self.data = torch.load(path, weights_only=False)
+    def __init__(self, file_path_or_dict, verbose=True):
+        self.data = file_path_or_dict
         self.meta_archs = self.data["meta_archs"]
-        FakeOfficialAPI.calls.append(("init", str(path), verbose))
+        FakeOfficialAPI.calls.append(("init", type(file_path_or_dict).__name__, verbose))
 
     def get_more_info(self, index, dataset, iepoch=None, hp="12", is_random=True):
         assert is_random is False and iepoch is None
@@ -398,14 +398,14 @@ def test_the_official_package_is_used_when_importable(tiny_file, monkeypatch, ca
     monkeypatch.setitem(sys.modules, "nas_201_api", module)
     FakeOfficialAPI.calls.clear()
     table = load_benchmark(tiny_file, epochs=200)
-    assert FakeOfficialAPI.calls == [("init", str(tiny_file), False)]
+    assert FakeOfficialAPI.calls == [("init", "dict", False)]  # the safely loaded dict
     assert "nas_201_api" in table.source
     _hide(monkeypatch, "nas_201_api")
     direct = load_benchmark(tiny_file, epochs=200)
     np.testing.assert_allclose(table.accuracy, direct.accuracy)
 
     class Broken(FakeOfficialAPI):
-        def __init__(self, path, verbose=True):
+        def __init__(self, file_path_or_dict, verbose=True):
             raise RuntimeError("Weights only load failed")
 
     module.NASBench201API = Broken
@@ -418,11 +418,15 @@ def test_the_official_package_is_used_when_importable(tiny_file, monkeypatch, ca
 
 
 def test_the_real_official_package_reads_the_tiny_file(tiny_file):
+    # runs where nas_201_api (pip install nas-bench-201) is installed; skipped otherwise
     api_module = pytest.importorskip("nas_201_api")
-    api = api_module.NASBench201API(str(tiny_file), verbose=False)
-    table = table_from_api(api, 12, "nas_201_api")
-    np.testing.assert_allclose(table.accuracy, read_benchmark_dict(
-        torch.load(tiny_file, weights_only=False), 12, "direct").accuracy)
+    data = torch.load(tiny_file, weights_only=False)
+    for epochs in (12, 200):
+        api = api_module.NASBench201API(data, verbose=False)
+        table = table_from_api(api, epochs, "nas_201_api")
+        np.testing.assert_allclose(table.accuracy,
+                                   read_benchmark_dict(data, epochs, "direct").accuracy)
+        assert "nas_201_api" in load_benchmark(tiny_file, epochs).source
 
 
 def test_torch_safe_loader_refuses_code_objects(tmp_path):
@@ -460,6 +464,23 @@ def test_run_lookup_against_another_source_rewrites_the_file(tmp_path, tiny_file
     assert run_lookup(tmp_path / "nothing") is None
 
 
+def test_search_cli_prints_the_entry_and_checks_the_source_first(tmp_path, capsys):
+    config = tmp_path / "plain.yaml"
+    config.write_text("space: nb201\nrandom_mode: plain\n")  # a random cell, no data
+    out = tmp_path / "run"
+    assert main(["search", "--config", str(config), "--strategy", "random", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    entry = run_lookup(out)
+    assert entry.arch == (out / "genotype_nb201.txt").read_text().strip()
+    assert format_entry(entry) in printed
+    # a wrong benchmark file is reported before anything runs
+    assert main(["search", "--config", str(config), "--strategy", "random", "--out",
+                 str(tmp_path / "never"), "--nb201", str(tmp_path / "missing.pth")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_format_entry_names_the_schedule_and_the_dead_edges():
     text = format_entry(lookup(DEAD))
     assert "NAS-Bench-201 entry 1520 (12-epoch figures" in text
@@ -491,15 +512,16 @@ def test_genotype_show_of_an_nb201_string(tmp_path, capsys, tiny_file, monkeypat
     assert "no NAS-Bench-201 entry: not a NAS-Bench-201 cell: several ops" in \
         capsys.readouterr().out
     # bad strings are bad input (exit 2)
-    assert main(["genotype", "show", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|"]) == 2
+    bad = "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    assert main(["genotype", "show", bad, "--out", str(tmp_path / "bad")]) == 2
     assert "unknown op 'conv'" in capsys.readouterr().err
-    assert main(["genotype", "show", BEST, "--nb201-epochs", "200"]) == 2
+    assert main(["genotype", "show", BEST, "--nb201-epochs", "200", "--out",
+                 str(tmp_path / "bad")]) == 2
     assert "12-epoch figures only" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing drawn for bad input
 
 
 def test_analyze_shows_the_lookup_and_a_table_across_runs(tmp_path, capsys):
-    from test_arviz import write_run_folder
-
     runs = []
     for i, arch in enumerate((BEST, ALL_SKIP)):
         run = tmp_path / f"baseline{i}"  # a baseline run: no posterior, a benchmark string
@@ -507,12 +529,11 @@ def test_analyze_shows_the_lookup_and_a_table_across_runs(tmp_path, capsys):
         (run / "genotype_nb201.txt").write_text(arch + "\n")
         (run / "metrics.json").write_text(json.dumps({"strategy": "darts1"}))
         runs.append(run)
-    bayes = write_run_folder(tmp_path / "bayes")  # a bayesnas8 run: no benchmark string
     out = tmp_path / "cmp"
-    assert main(["analyze", *map(str, runs), str(bayes), "--out", str(out)]) == 0
+    assert main(["analyze", *map(str, runs), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "NAS-Bench-201 entry 5374" in text and "NAS-Bench-201 entry 1835" in text
-    assert "kept ops" in text  # the BayesNAS run is analysed as before
+    assert "no posterior" in text
     with (out / "nb201.csv").open() as handle:
         rows = {r["run"]: r for r in csv.DictReader(handle)}
     assert set(rows) == {"baseline0", "baseline1"}
@@ -520,3 +541,57 @@ def test_analyze_shows_the_lookup_and_a_table_across_runs(tmp_path, capsys):
     assert float(rows["baseline1"]["cifar10_test_percentile"]) < 3.0
     assert rows["baseline1"]["skip_connect"] == "6" and rows["baseline0"]["strategy"] == "darts1"
     assert (runs[0] / LOOKUP_FILE).is_file()  # written on the way
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. experiments/nb201.py
+# ---------------------------------------------------------------------------------------------
+
+
+def _experiment(name):
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_nb201_experiment_smoke(tmp_path):
+    experiment = _experiment("nb201")
+    out, md = tmp_path / "nb201", tmp_path / "results.md"
+    argv = ["--smoke", "--dataset", "digits", "--seeds", "0", "--strategies", "random-plain",
+            "darts1", "--out", str(out), "--results-md", str(md)]
+    assert experiment.main(argv) == 0
+    rows = {r["strategy"]: r for r in json.loads((out / "summary.json").read_text())}
+    for label in ("random-plain", "darts1"):
+        run = out / label / "seed0"
+        arch = (run / "genotype_nb201.txt").read_text().strip()
+        assert arch.count("~") == 6  # one op or none on each of the 6 edges
+        entry = lookup(arch)
+        assert rows[label]["index"] == [entry.index]
+        assert rows[label]["test"]["cifar10"] == [entry.accuracy["cifar10"]["test"]]
+        assert rows[label]["skips"] == [arch.count("skip_connect")]
+    text = md.read_text()
+    assert "<!-- nb201:start -->" in text and "digits as a proxy" in text
+    assert "**12-epoch** schedule" in text and "200-epoch schedule" in text
+    assert "| optimum of the benchmark (index 5374) | - | 89.16 | 100.0 |" in text
+    assert "| all-skip cell (the DARTS collapse) | - | 36.84 |" in text
+    assert "| DrNAS | 94.36 |" in text
+    # the table again from the run folders alone
+    assert experiment.main([*argv, "--report-only"]) == 0
+    assert json.loads((out / "summary.json").read_text())[1]["index"] == rows["darts1"]["index"]
+
+
+def test_nb201_experiment_picks_cifar10_when_present(tmp_path):
+    experiment = _experiment("nb201")
+    args = experiment.parser().parse_args(["--data-dir", str(tmp_path)])
+    assert experiment.resolve_dataset(args) == "fashion-mnist"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in (*[f"data_batch_{i}" for i in range(1, 6)], "test_batch"):
+        (folder / name).write_bytes(b"")
+    assert experiment.resolve_dataset(args) == "cifar10"
+    overrides = experiment.search_overrides(
+        experiment.parser().parse_args(["--dataset", "cifar10", "--seeds", "1"]), "darts2", 1)
+    assert overrides["space"] == "nb201" and overrides["strategy"] == "darts2"
+    assert overrides["search_epochs"] == overrides["t_max"] == 10 and overrides["layers"] == 17

@@ -11,7 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from pyronas.data import load_dataset
-from pyronas.genotype import Genotype, derive, live_mask, load_genotype, validate
+from pyronas.genotype import (
+    Genotype,
+    derive,
+    from_nb201_string,
+    live_mask,
+    load_genotype,
+    nb201_dead_edges,
+    to_nb201_string,
+    validate,
+)
+from pyronas.nb201 import lookup
 from pyronas.search import resolve_search_config
 from pyronas.space import get_space
 from pyronas.strategies import STRATEGIES, STRATEGY_DEFAULTS, search_cost_gpu_days
@@ -137,6 +147,11 @@ def test_darts_rule_nb201_takes_argmax_with_none_and_connectivity():
         normal=[[("nor_conv_3x3", 0)], [], [("skip_connect", 1)]], normal_concat=[3],
         num_inputs=1, space="nb201",
     )
+    # the benchmark's cell of the rule is the argmax of all 6 edges, the dead one included
+    assert to_nb201_string(g) == (
+        "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|nor_conv_1x1~2|"
+    )
+    assert nb201_dead_edges(g) == ((2, 3, "nor_conv_1x1"),)
 
 
 def test_darts_rule_untied_averages_the_cells_of_a_type():
@@ -384,6 +399,21 @@ def test_random_plain_nb201(tmp_path):
     cfg["space"] = "nb201"
     g = STRATEGIES["random"](cfg, tmp_path / "nb").genotype
     assert g.space == "nb201" and g.reduce is None
+    # the run folder has the benchmark string of the cell and its NAS-Bench-201 entry
+    arch = (tmp_path / "nb" / "genotype_nb201.txt").read_text().strip()
+    assert arch == to_nb201_string(g) and arch.count("~") == 6
+    entry = json.loads((tmp_path / "nb" / "nb201_lookup.json").read_text())
+    assert entry["arch"] == arch and entry["index"] == lookup(arch).index
+
+
+def test_random_nb201_cells_keep_their_benchmark_string():
+    space = get_space("nb201")
+    rng = np.random.default_rng(3)
+    cells = [sample_random_genotype(space, rng) for _ in range(60)]
+    assert all(c.nb201_string is not None for c in cells)
+    assert any(nb201_dead_edges(c) for c in cells)  # none on an edge often leaves dead edges
+    for c in cells:
+        assert from_nb201_string(to_nb201_string(c)) == c
 
 
 def test_bad_mode_and_existing_run_folder(darts1_run, tmp_path):
