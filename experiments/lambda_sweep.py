@@ -5,8 +5,9 @@ budget of the comparisons (:data:`compare_fashion_mnist.SEARCH`), with ``lambda_
 = lambda``. The table gives, per run, the ops and edges of each cell type in ``genotype.json``,
 the supernet's final validation accuracy and the search time; a search that pruned a whole cell
 type is listed as such (it exits with an error and writes no genotype). ``--authors`` runs the
-authors' setting instead: the released schedule (warm-up epoch, switch epoch, one update) and the
-curvature multiplied by the batch size, at the three lambdas of the released cells.
+authors' setting instead: the released schedule (warm-up epoch, switch epoch, one update:
+``t_max`` 1) and the curvature multiplied by the batch size, at the three lambdas of the
+released cells.
 
     python experiments/lambda_sweep.py --dataset digits fashion-mnist --seeds 0 1 2 \
         --out runs/lambda-sweep --results-md docs/results.md
@@ -89,7 +90,8 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
                 extra = budget(dataset, args.smoke)
                 if args.authors:
                     batch = extra.get("batch_size", 32)
-                    extra = {**extra, "schedule": "released", "curvature_multiplier": batch}
+                    extra = {**extra, "schedule": "released", "curvature_multiplier": batch,
+                             "t_max": 1}
                 label = f"{'authors-' if args.authors else ''}{dataset}/lambda{lam}/seed{seed}"
                 overrides = {**extra, "dataset": dataset, "lambda_op": lam, "lambda_edge": lam,
                              "seed": seed, "device": args.device, "out": str(args.out / label)}
