@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training images of the retraining (default: the comparisons')")
     parser.add_argument("--retrain-epochs", type=int, default=None,
                         help="retraining epochs (default: the comparisons')")
+    parser.add_argument("--section", default="strategies-compare",
+                        help="marker name of the results.md section to write")
     parser.add_argument("--full-test", action="store_true",
                         help="score on the whole test split (default: its first 2048 images)")
     args = parser.parse_args(argv)
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = collect(args)
     text = "\n\n".join(part for part in (markdown(rows, args), paired_markdown(rows),
                                           stability_markdown(args)) if part)
-    publish_report(args, rows, text, "strategies-compare")
+    publish_report(args, rows, text, args.section)
     return 0
 
 
