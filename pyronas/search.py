@@ -427,6 +427,11 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
         nonlocal best_acc
         t = record["iteration"]
         check_iteration(record, state, splits.num_classes, checkpoint_path)
+        if cfg["bn_batches"]:
+            # the statistics were taken before this iteration's pruning: take them again, or a
+            # supernet that just lost most of its ops scores near chance with stale statistics
+            batches = itertools.islice(loaders["train"], cfg["bn_batches"])
+            recalibrate_batchnorm(net, state.sites, batches, device)
         val_acc = evaluate_supernet(net, state.sites, loaders["val"], device)
         if best_acc >= 2 * chance and val_acc <= 1.5 * chance:
             raise SearchFailed(
