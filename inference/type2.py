@@ -436,7 +436,9 @@ def run_type2(
     resume : Mapping, optional
         Continue a run: ``{"sites", "masks", "hypers", "records", "iteration",
         "optimizer"}`` as saved from a :class:`Type2State` (``optimizer`` is the SGD
-        ``state_dict``). The warm-up is not repeated and the loop starts at ``iteration + 1``.
+        ``state_dict``), optionally ``"posterior"`` (the fields of the last
+        :class:`DiagonalLaplace`, kept when no iteration is left to run). The warm-up is not
+        repeated and the loop starts at ``iteration + 1``.
 
     Returns
     -------
@@ -460,6 +462,8 @@ def run_type2(
         state.masks = {k: resume["masks"][k].clone() for k in names}
         state.records = list(resume["records"])
         state.iteration = int(resume["iteration"])
+        if resume.get("posterior") is not None:
+            state.posterior = DiagonalLaplace(**resume["posterior"])
 
     groups = []
     if _weights(net):

@@ -8,6 +8,7 @@ to the generic engine :func:`pyronas.inference.type2.run_type2`, and writes a ru
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import json
@@ -660,6 +661,10 @@ def _save_checkpoint(
                 "records": state.records,
                 "iteration": state.iteration,
                 "optimizer": state.optimizer.state_dict() if state.optimizer else None,
+                # the last Laplace fit, so that a run stopped after its last iteration can
+                # still be finished by --resume
+                "posterior": None if state.posterior is None else dataclasses.asdict(
+                    state.posterior),
             },
             "history": history,
             "rng": capture_rng_state(),

@@ -158,3 +158,13 @@ def test_skipping_pruned_ops_gives_the_same_search(tmp_path, monkeypatch):
     # the pruned switches (and so the evidence) a little; the live switches are unaffected
     for a, b in zip(skipping.records, computing.records, strict=True):
         assert a["log_evidence"] == pytest.approx(b["log_evidence"], rel=1e-4)
+
+
+def test_a_search_stopped_after_its_last_checkpoint_can_be_finished(tmp_path):
+    """Dies after the last iteration's checkpoint but before genotype.json: --resume ends it."""
+    first = _search(tmp_path, "r", t_max=1)
+    for name in ("genotype.json", "posterior.pt", "metrics.json", "posterior.nc"):
+        (first.out_dir / name).unlink()
+    again = _search(tmp_path, "r", t_max=1, resume=True)
+    assert again.genotype == first.genotype
+    assert (again.out_dir / "genotype.json").exists() and (again.out_dir / "posterior.pt").exists()
