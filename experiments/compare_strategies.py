@@ -72,9 +72,9 @@ def search_overrides(args: argparse.Namespace, label: str, seed: int) -> dict[st
             "out": str(args.out / label / f"seed{seed}" / "search")}
 
 
-def retrain_budget(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Retraining overrides: the comparisons' budget, with ``--retrain-size/--retrain-epochs``."""
-    budget = retrain_overrides(args.dataset, args.smoke, seed, args.device)
+def _budget_options(args: argparse.Namespace, budget: dict[str, Any]) -> dict[str, Any]:
+    """``budget`` with ``--retrain-size``, ``--retrain-epochs`` and ``--full-test`` applied."""
+    budget = dict(budget)
     if args.retrain_size is not None:
         budget["train_size"] = args.retrain_size
     if args.retrain_epochs is not None:
@@ -82,6 +82,11 @@ def retrain_budget(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     if args.full_test:
         budget["max_eval_batches"] = None
     return budget
+
+
+def retrain_budget(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Retraining overrides: the comparisons' budget, with the options of the command line."""
+    return _budget_options(args, retrain_overrides(args.dataset, args.smoke, seed, args.device))
 
 
 def search_retrain_and_random_like(search: dict[str, Any], preset: str, retrain: dict[str, Any],
@@ -154,13 +159,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     search = SMOKE_SEARCH if args.smoke else SEARCH
-    budget = {**(SMOKE_RETRAIN if args.smoke else RETRAIN)}
-    if args.retrain_size is not None:
-        budget["train_size"] = args.retrain_size
-    if args.retrain_epochs is not None:
-        budget["epochs"] = args.retrain_epochs
-    if args.full_test:
-        budget["max_eval_batches"] = None
+    budget = _budget_options(args, SMOKE_RETRAIN if args.smoke else RETRAIN)
     lines = [
         f"{args.dataset}, seeds {', '.join(map(str, args.seeds))}; search {search} "
         f"(the same number of epochs for every strategy); retraining {budget}.",

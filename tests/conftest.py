@@ -12,6 +12,22 @@ torch.set_num_threads(1)
 os.environ.setdefault("PYRONAS_NO_PROGRESS", "1")
 
 
+TINY_SEARCH = {
+    "dataset": "digits",
+    "train_size": 400,
+    "channels": 4,
+    "layers": 3,
+    "batch_size": 50,
+    "t_max": 2,
+    "curvature_batches": 1,
+    "bn_batches": 1,
+    "posterior_draws": 3,
+    "progress": False,
+    "num_threads": 1,
+}
+"""A BayesNAS search of a few seconds on digits (tests override what they need)."""
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same RNG state."""

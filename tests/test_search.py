@@ -4,23 +4,12 @@ import csv
 
 import pytest
 import torch
+from conftest import TINY_SEARCH
 
 from pyronas.genotype import load_genotype, validate
 from pyronas.search import resolve_search_config, run_search
 
-TINY = {
-    "dataset": "digits",
-    "train_size": 400,
-    "channels": 4,
-    "layers": 3,
-    "batch_size": 50,
-    "t_max": 2,
-    "curvature_batches": 1,
-    "bn_batches": 1,
-    "posterior_draws": 3,
-    "progress": False,
-    "num_threads": 1,
-}
+TINY = TINY_SEARCH
 
 
 def _search(tmp_path, name, **extra):

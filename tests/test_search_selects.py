@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SEARCH
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,19 +16,7 @@ from pyronas.cli import main
 from pyronas.genotype import load_genotype, validate
 from pyronas.search import SearchFailed, check_iteration, resolve_search_config, run_search
 
-TINY = {
-    "dataset": "digits",
-    "train_size": 400,
-    "channels": 4,
-    "layers": 3,
-    "batch_size": 50,
-    "t_max": 2,
-    "curvature_batches": 1,
-    "bn_batches": 1,
-    "posterior_draws": 2,
-    "progress": False,
-    "num_threads": 1,
-}
+TINY = {**TINY_SEARCH, "posterior_draws": 2}
 
 
 def _live_ops(result) -> int:
