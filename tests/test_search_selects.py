@@ -92,7 +92,7 @@ def test_default_search_is_stable_for_seeds_and_thread_counts(tmp_path, seed, th
     assert float(last["val_acc"]) > 0.8
 
 
-@settings(max_examples=5, deadline=None, derandomize=True,
+@settings(max_examples=4, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(space=st.sampled_from(["bayesnas8", "darts", "nb201"]),
        channels=st.integers(2, 4), layers=st.integers(2, 3), seed=st.integers(0, 3),
