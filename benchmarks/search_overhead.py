@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from pyronas.data import load_dataset, make_loader
 from pyronas.inference.curvature import diagonal_curvature, eval_mode
+from pyronas.inference.diagonal_laplace import fit_diagonal_laplace
 from pyronas.inference.evidence import joint_terms, log_evidence
-from pyronas.inference.laplace import fit_diagonal_laplace
 from pyronas.inference.type2 import Type2Config, Type2State, _map_epoch, prune
 from pyronas.models import load_prior
 from pyronas.search import SEARCH_DEFAULTS, recalibrate_batchnorm

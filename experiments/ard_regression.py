@@ -5,7 +5,7 @@
 The generic loop of ``pyronas.inference.type2`` alternates a MAP fit of ``w`` (and the intercept
 ``b``, the "network weight") under the reweighted l1 surrogate ``sum_j omega_j |w_j| / N``, a
 diagonal Laplace approximation, and the closed-form ARD update
-(``pyronas.inference.ard.group_ard_update`` with data precision ``N * curvature``).
+(``pyronas.inference.ard_update.group_ard_update`` with data precision ``N * curvature``).
 Coefficients whose ``gamma`` falls below ``--threshold`` are pruned.
 
 Usage::
@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from pyronas.inference.ard import group_ard_update
+from pyronas.inference.ard_update import group_ard_update
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 
 DTYPE = torch.float64

@@ -17,7 +17,7 @@ is approximated twice:
 Reported: per switch mean and sd of both, the KL divergence from the Gaussian fitted to the NUTS
 draws (diagonal and full covariance) to the Laplace Gaussian, r_hat and ESS of the chains, and
 whether the cell derived from each posterior (keep a free switch when its inclusion
-``|E sign(s)|`` reaches ``--keep``, :mod:`pyronas.analysis`) differs. The diagonal Laplace
+``|E sign(s)|`` reaches ``--keep``, :mod:`pyronas.run_summary`) differs. The diagonal Laplace
 variance is the *conditional* variance of a switch given the others; NUTS shows the marginal, so
 correlated switches make the Laplace sds too small.
 
@@ -190,10 +190,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pyro.infer import MCMC, NUTS
     from pyro.infer.autoguide import init_to_value
 
-    from pyronas.analysis import inclusion_from_draws, inclusion_gaussian
     from pyronas.data import load_dataset
     from pyronas.genotype import derive, describe
     from pyronas.inference.curvature import diagonal_curvature
+    from pyronas.run_summary import inclusion_from_draws, inclusion_gaussian
     from pyronas.space import get_space
     from pyronas.supernet import SuperNet
 

@@ -5,8 +5,9 @@ model that follows the model-file convention (see ``docs/contracts.md``).
 """
 
 from . import layerwise  # noqa: F401,E402  (registers the "layerwise" curvature backend)
-from .ard import ArdUpdate, group_ard_update
+from .ard_update import ArdUpdate, group_ard_update
 from .curvature import BACKENDS, ForwardFn, diagonal_curvature, register_backend
+from .diagonal_laplace import DiagonalLaplace, fit_diagonal_laplace
 from .evidence import joint_terms, laplace_log_evidence, log_evidence
 from .full_laplace import (
     FullLaplace,
@@ -16,7 +17,6 @@ from .full_laplace import (
     ggn_matrix,
 )
 from .ggn_lean import lean_ggn  # (registers the "ggn_lean" curvature backend)
-from .laplace import DiagonalLaplace, fit_diagonal_laplace
 from .type2 import Type2Config, Type2State, map_objective, run_type2
 
 __all__ = [

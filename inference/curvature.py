@@ -8,7 +8,7 @@ curvature matrix of the MEAN per-sample negative log likelihood of a batch,
 
 and :func:`diagonal_curvature` averages it over several batches. Multiplying by the number of
 training points N gives the data precision of the full-data likelihood (see
-:mod:`pyronas.inference.laplace`).
+:mod:`pyronas.inference.diagonal_laplace`).
 
 Backends (chosen by name, see :data:`BACKENDS`; more can be added with :func:`register_backend`):
 

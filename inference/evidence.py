@@ -3,9 +3,9 @@
     log p(D | h) ~= log p(D | s*) + log p(s* | h) + 1/2 sum_i [log(2 pi) - log P_i]
 
 with s* the MAP sites, h the hyperparameters and P the diagonal posterior precision
-(``num_data * curvature + prior_precision``, see :mod:`pyronas.inference.laplace`). It is exact
-for a linear-Gaussian model whose curvature is diagonal (e.g. an orthogonal design), and it is
-differentiable in the hyperparameters when the prior terms are.
+(``num_data * curvature + prior_precision``, see :mod:`pyronas.inference.diagonal_laplace`).
+It is exact for a linear-Gaussian model whose curvature is diagonal (e.g. an orthogonal
+design), and it is differentiable in the hyperparameters when the prior terms are.
 
 The helpers here work for any Pyro model following the model-file convention: the model is
 ``model(net, x, y, hypers, num_data)``, samples the sites of ``sites_map`` and an observed site

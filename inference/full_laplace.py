@@ -13,10 +13,10 @@ where G is the generalised Gauss-Newton matrix of the MEAN per-sample negative l
 averaged over batches (each batch counts equally), ``J_n`` the Jacobian of sample n's output with
 respect to the flattened sites and ``Lambda_n`` the Hessian of its NLL with respect to the output
 (``diag(p) - p p^T`` for a softmax, ``I / sigma^2`` for a Gaussian). This is the scaling of
-:func:`pyronas.inference.laplace.fit_diagonal_laplace` (mean-loss curvature times the number of
-training points), whose curvature is the diagonal of G: :meth:`FullLaplace.diagonal` gives that
-diagonal fit back. The prior precision is minus the diagonal second derivative of the log prior
-at m (1 / gamma for a N(0, gamma) prior), given per site as for the diagonal fit.
+:func:`pyronas.inference.diagonal_laplace.fit_diagonal_laplace` (mean-loss curvature times
+the number of training points), whose curvature is the diagonal of G:
+:meth:`FullLaplace.diagonal` gives that diagonal fit back. The prior precision is minus the
+diagonal second derivative of the log prior at m (1 / gamma for a N(0, gamma) prior), given per site as for the diagonal fit.
 
 The Laplace log evidence uses the log-determinant of the Cholesky factor ``P = L L^T``:
 
@@ -46,9 +46,9 @@ import torch
 from torch import Tensor, nn
 
 from .curvature import ForwardFn, _check_likelihood
+from .diagonal_laplace import DiagonalLaplace, PriorPrecision, fit_diagonal_laplace
 from .evidence import Batch, joint_terms
 from .ggn_lean import lean_ggn
-from .laplace import DiagonalLaplace, PriorPrecision, fit_diagonal_laplace
 
 __all__ = [
     "FullLaplace",

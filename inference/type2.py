@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .curvature import ForwardFn, diagonal_curvature, eval_mode
+from .diagonal_laplace import DiagonalLaplace, fit_diagonal_laplace
 from .evidence import (
     joint_terms,
     laplace_log_evidence,
@@ -48,7 +49,6 @@ from .evidence import (
     trace_log_prior,
     trace_model,
 )
-from .laplace import DiagonalLaplace, fit_diagonal_laplace
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from pyronas.inference.ard import group_ard_update, group_lasso_shrink
+from pyronas.inference.ard_update import group_ard_update, group_lasso_shrink
 from pyronas.space import SearchSpace
 
 SITES: tuple[str, str] = ("edge_switch", "op_switch")
@@ -261,11 +261,11 @@ def ard_fixed_point_update(
 
     Per site ``Ht = curvature * curvature_multiplier / lambda_site`` and the posterior mean is
     the mode ``m`` of the quadratic data term. Each round takes one ARD step
-    (:func:`~pyronas.inference.ard.group_ard_update`) at the current values under the current
+    (:func:`~pyronas.inference.ard_update.group_ard_update`) at the current values under the current
     effective variances, maps the own variances to effective ones with ``hierarchy`` (identity
     when ``None``) and shrinks ``m`` by the group lasso with the new ``omega``
-    (:func:`~pyronas.inference.ard.group_lasso_shrink`) for the next round. The first round is
-    taken at ``m`` itself, so ``hypers["ard_iterations"] = 1`` is the single step of the
+    (:func:`~pyronas.inference.ard_update.group_lasso_shrink`) for the next round. The first
+    round is taken at ``m`` itself, so ``hypers["ard_iterations"] = 1`` is the single step of the
     original BayesNAS update; the default, 2000 rounds at most (fewer once no group variance
     moves by more than ``1e-9`` relative), reaches the fixed point.
 

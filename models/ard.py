@@ -14,7 +14,7 @@ between nodes: an ablation of the HARD prior.
 Type-II update (:func:`update_hypers`): ``Ht = H * curvature_multiplier / lambda_site`` with
 ``H`` the diagonal curvature of the mean minibatch loss, then per group ``g = (t, e[, k])``
 ``omega_g = sqrt(sum_{c in g} Ht_c / (1 + gamma_g Ht_c))`` and
-``gamma_g = ||s_g||_2 / omega_g`` (:mod:`pyronas.inference.ard`).
+``gamma_g = ||s_g||_2 / omega_g`` (:mod:`pyronas.inference.ard_update`).
 
 MAP surrogate (:func:`map_penalty`): ``sum_g lambda_g omega_g ||s_g||_2``.
 

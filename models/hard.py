@@ -27,7 +27,7 @@ Type-II update (:func:`update_hypers`), from a diagonal Laplace posterior with c
 of the mean minibatch loss: ``Ht = H * curvature_multiplier / lambda_site``, then per switch
 ``alpha = Ht / (1 + gammaeff Ht)``, per group ``g = (t, e[, k])``
 ``omega_g = sqrt(sum_{c in g} alpha_c)`` and ``gamma_g = ||s_g||_2 / omega_g`` (see
-:mod:`pyronas.inference.ard`), and finally the effective variances above.
+:mod:`pyronas.inference.ard_update`), and finally the effective variances above.
 
 MAP surrogate (:func:`map_penalty`): ``sum_g lambda_g omega_g ||s_g||_2``, the reweighted group
 lasso added to the mean minibatch loss (the BayesNAS MAP step).

@@ -300,7 +300,7 @@ def _cmd_genotype_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from pyronas.analyze import run_analyze_cli
+    from pyronas.report import run_analyze_cli
 
     return run_analyze_cli(args.runs, args.out, nb201=args.nb201, nb201_epochs=args.nb201_epochs)
 

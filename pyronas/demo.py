@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # arviz logs at INFO which of its optional preview packages are missing: not news to users
     logging.getLogger("arviz").setLevel(logging.WARNING)
 
-    from pyronas.analysis import load_run
-    from pyronas.analyze import run_analyze_cli
     from pyronas.config import load_config
+    from pyronas.report import run_analyze_cli
+    from pyronas.run_summary import load_run
     from pyronas.search import resolve_search_config, run_search
     from pyronas.train import retrain
 

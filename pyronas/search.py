@@ -36,9 +36,9 @@ from pyronas.genotype import (
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import load_prior
 from pyronas.runs import MetricsCSV, atomic_write_text
+from pyronas.runtime import resolve_device, seed_everything
 from pyronas.space import SearchSpace, get_space
 from pyronas.supernet import SuperNet
-from pyronas.train import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -790,7 +790,7 @@ def _write_extras(
     except Exception as err:  # drawing is a convenience: the genotype is already saved
         log.warning("could not draw the cells: %s", err)
     try:
-        from pyronas.arviz import heldout_log_likelihood, sample_prior, save_arviz, to_arviz
+        from pyronas.arviz_export import heldout_log_likelihood, sample_prior, save_arviz, to_arviz
 
         heldout = list(itertools.islice(val_loader, cfg["loglik_batches"]))
         loglik = heldout_log_likelihood(

@@ -32,14 +32,12 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,6 +61,7 @@ from pyronas.config import (
     preset_path,
     save_resolved_config,
 )
+from pyronas.runtime import device_name, resolve_device, seed_everything
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -186,22 +185,6 @@ def _search_cost(cfg: Mapping[str, Any]) -> tuple[float | None, str | None]:
 # --------------------------------------------------------------------------------------------
 # Devices and loops
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when present, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here")
-    return device
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def _autocast(device: torch.device, cfg: Mapping[str, Any]):
@@ -362,15 +345,6 @@ def _train_epoch(
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -550,7 +524,7 @@ def retrain(
 
     logger.info(
         "retraining %s on %s (%s): %.3f M params, %.1f M mult-adds, %d epochs",
-        genotype_label(cfg), cfg["dataset"], _device_name(device), params / 1e6,
+        genotype_label(cfg), cfg["dataset"], device_name(device), params / 1e6,
         mult_adds / 1e6, epochs,
     )  # fmt: skip
     val_acc = float("nan")
@@ -626,7 +600,7 @@ def retrain(
         "mult_adds_M": mult_adds / 1e6,
         "wall_time_s": elapsed,
         "device": device.type,
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "final_train_loss": float(rows[-1]["train_loss"]) if rows else None,
         "final_val_acc": None if math.isnan(val_acc) else val_acc,
         "final_val_split": eval_split,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyronas.inference.ard import group_ard_update
+from pyronas.inference.ard_update import group_ard_update
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ard_regression.py"
 DTYPE = torch.float64

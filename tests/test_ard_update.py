@@ -1,4 +1,7 @@
-"""The closed-form group ARD update (inference/ard.py) against hand calculations (float64)."""
+"""The closed-form group ARD update (inference/ard_update.py) against hand calculations.
+
+Float64 throughout.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import math
 import pytest
 import torch
 
-from pyronas.inference.ard import ArdUpdate, group_ard_update
+from pyronas.inference.ard_update import ArdUpdate, group_ard_update
 
 F64 = torch.float64
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pyronas.arviz import (
+from pyronas.arviz_export import (
     gaussian_prior_draws,
     get_group,
     group_names,

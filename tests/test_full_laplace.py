@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pyronas.inference.curvature import diagonal_curvature
+from pyronas.inference.diagonal_laplace import fit_diagonal_laplace
 from pyronas.inference.evidence import (
     joint_terms,
     laplace_log_evidence,
@@ -33,7 +34,6 @@ from pyronas.inference.full_laplace import (
     full_log_evidence,
     ggn_matrix,
 )
-from pyronas.inference.laplace import fit_diagonal_laplace
 
 DT = torch.float64
 NOISE = 0.4

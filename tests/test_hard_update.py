@@ -218,7 +218,7 @@ def test_map_penalty_untied_group_norm_and_gradient_at_zero():
 
 def test_ard_fixed_point_is_tippings_closed_form():
     """One-element groups: the iterated update ends at gamma = max(0, m^2 - 1/Ht)."""
-    from pyronas.inference.ard import ard_fixed_point
+    from pyronas.inference.ard_update import ard_fixed_point
 
     gen = torch.Generator().manual_seed(0)
     m = torch.randn(200, generator=gen, dtype=F64)

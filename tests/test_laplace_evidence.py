@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from pyronas.inference.curvature import diagonal_curvature
+from pyronas.inference.diagonal_laplace import DiagonalLaplace, fit_diagonal_laplace
 from pyronas.inference.evidence import joint_terms, laplace_log_evidence, log_evidence
-from pyronas.inference.laplace import DiagonalLaplace, fit_diagonal_laplace
 
 DTYPE = torch.float64
 NOISE = 0.3

@@ -35,7 +35,8 @@ from pyronas.genotype import (
     to_nb201_string,
 )
 from pyronas.runs import MetricsCSV, atomic_write_text
-from pyronas.search import _loaders, resolve_device, seed_everything
+from pyronas.runtime import resolve_device, seed_everything
+from pyronas.search import _loaders
 from pyronas.space import SearchSpace, get_space
 from pyronas.supernet import SuperNet
 

@@ -1,7 +1,7 @@
 """``pyronas analyze``: summaries and plots of one or more search runs.
 
 For every run folder: a terminal table (rich) of the kept ops per cell type with the posterior
-mean and sd of their switch, gamma and inclusion (:mod:`pyronas.analysis`), ``summary.csv`` with
+mean and sd of their switch, gamma and inclusion (:mod:`pyronas.run_summary`), ``summary.csv`` with
 every ``(cell type, edge, op)``, and PNG plots in ``RUN/plots/``:
 
 ``forest.png``
@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from pyronas.analysis import Run, SummaryRow, load_run, summary_table, write_summary_csv  # noqa: E402
-from pyronas.arviz import arviz_major, get_group, group_names  # noqa: E402
+from pyronas.arviz_export import arviz_major, get_group, group_names  # noqa: E402
+from pyronas.run_summary import Run, SummaryRow, load_run, summary_table, write_summary_csv  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -435,8 +435,8 @@ def run_analyze_cli(
     """
     from rich.console import Console
 
-    from pyronas.analysis import POSTERIOR_FILE
     from pyronas.nb201 import STRING_FILE, open_table
+    from pyronas.run_summary import POSTERIOR_FILE
 
     console = Console()
     table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None

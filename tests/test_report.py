@@ -11,15 +11,15 @@ import pytest
 import torch
 from test_arviz import make_posterior, write_run_folder
 
-from pyronas.analysis import (
+from pyronas.arviz_export import get_group, group_names, save_arviz, to_arviz
+from pyronas.cli import main
+from pyronas.report import run_analyze_cli
+from pyronas.run_summary import (
     inclusion_from_draws,
     inclusion_gaussian,
     load_run,
     summary_table,
 )
-from pyronas.analyze import run_analyze_cli
-from pyronas.arviz import get_group, group_names, save_arviz, to_arviz
-from pyronas.cli import main
 from pyronas.runs import RunFolderError
 from pyronas.space import get_space
 

@@ -123,8 +123,9 @@ class Run:
         self, num_chains: int = 2, num_draws: int = 250, seed: int = 0, rebuild: bool = False
     ) -> Any:
         """The ArviZ object: ``posterior.nc`` if the run has one (and not ``rebuild``), else
-        :func:`pyronas.arviz.to_arviz` on ``posterior.pt`` (no ``log_likelihood`` group then)."""
-        from pyronas.arviz import load_arviz, to_arviz
+        :func:`pyronas.arviz_export.to_arviz` on ``posterior.pt`` (no ``log_likelihood``
+        group then)."""
+        from pyronas.arviz_export import load_arviz, to_arviz
 
         nc = self.path / ARVIZ_FILE
         if nc.is_file() and not rebuild:
@@ -182,7 +183,7 @@ def load_run(path: str | Path) -> Run:
         When ``path`` is not a folder or has no ``posterior.pt``, or the file is not a pyronas
         posterior.
     """
-    from pyronas.arviz import check_posterior
+    from pyronas.arviz_export import check_posterior
 
     folder = require_run_folder(Path(path), POSTERIOR_FILE)
     try:

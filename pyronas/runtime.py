@@ -1,0 +1,46 @@
+"""The process a run executes in: compute device, its name, and the seeding of every RNG."""
+
+from __future__ import annotations
+
+import platform
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["device_name", "resolve_device", "seed_everything"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when present, else CPU; otherwise ``torch.device(name)``.
+
+    Raises
+    ------
+    ValueError
+        A name torch does not know (``"tpu"``) or CUDA asked for where there is none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device (the GPU model, or the CPU's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
