@@ -16,7 +16,8 @@ respect to the flattened sites and ``Lambda_n`` the Hessian of its NLL with resp
 :func:`pyronas.inference.diagonal_laplace.fit_diagonal_laplace` (mean-loss curvature times
 the number of training points), whose curvature is the diagonal of G:
 :meth:`FullLaplace.diagonal` gives that diagonal fit back. The prior precision is minus the
-diagonal second derivative of the log prior at m (1 / gamma for a N(0, gamma) prior), given per site as for the diagonal fit.
+diagonal second derivative of the log prior at m (1 / gamma for a N(0, gamma) prior), given
+per site as for the diagonal fit.
 
 The Laplace log evidence uses the log-determinant of the Cholesky factor ``P = L L^T``:
 
