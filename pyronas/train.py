@@ -35,6 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,266 @@ def _fmt(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
 
 
+@dataclass
+class RetrainData:
+    """The loaders of one retraining run.
+
+    ``val`` is the held-out split that ``val_acc`` is measured on (the test split when
+    ``val_fraction`` is 0, then ``eval_split == "test"``).
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    eval_split: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+@dataclass
+class Training:
+    """What the epochs of a retraining run update: network, optimiser, schedule, scaler."""
+
+    net: nn.Module
+    model: nn.Module  # ``net`` or its ``torch.compile`` wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_scaler: bool
+    criterion: nn.Module
+    op_dropout: OpDropout | None
+    params: int
+    mult_adds: int
+
+
+def _open_run_folder(out_dir: str | Path, resume: bool) -> tuple[Path, Path | None]:
+    """Create the run folder; return it and its checkpoint (refused without ``resume``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = latest_checkpoint(out)
+    if existing is not None and not resume:
+        raise FileExistsError(
+            f"{out} already holds a checkpoint; pass resume=True (--resume) to continue it "
+            "or choose a new output folder"
+        )
+    return out, existing
+
+
+def _configure_process(cfg: Mapping[str, Any]) -> torch.device:
+    """Device, cuDNN flags, CPU threads and global seeds of the run."""
+    device = resolve_device(cfg["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg["deterministic"]
+        torch.backends.cudnn.deterministic = bool(cfg["deterministic"])
+    if cfg["num_threads"] is not None:
+        torch.set_num_threads(int(cfg["num_threads"]))
+    seed_everything(int(cfg["seed"]))
+    return device
+
+
+def _num_workers(cfg: Mapping[str, Any], device: torch.device) -> int:
+    workers = cfg["num_workers"]
+    if workers == "auto":
+        return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {workers!r}")
+    return workers
+
+
+def load_retrain_data(cfg: Mapping[str, Any], device: torch.device) -> RetrainData:
+    """The data set of ``cfg`` split into train / val / test loaders (seeded by ``cfg["seed"]``)."""
+    from pyronas.data import load_dataset, make_loader
+
+    seed = int(cfg["seed"])
+    fractions = (1.0 - cfg["val_fraction"], 0.0, cfg["val_fraction"])
+    splits = load_dataset(
+        cfg["dataset"],
+        data_dir=cfg["data_dir"],
+        download=cfg["download"],
+        seed=seed,
+        train_size=cfg["train_size"],
+        image_size=cfg["image_size"],
+        augment=cfg["augment"],
+        cutout=cfg["cutout"] if cfg["augment"] else 0,
+        fractions=fractions,
+    )
+    on_cuda = device.type == "cuda"
+    workers = _num_workers(cfg, device)
+    bs = int(cfg["batch_size"])
+    eval_bs = int(cfg["eval_batch_size"] or 2 * bs)
+    # a last batch of one image breaks batch norm in training mode
+    train = make_loader(
+        splits.train, bs, shuffle=True, seed=seed, num_workers=workers,
+        pin_memory=on_cuda, drop_last=len(splits.train) % bs == 1,
+    )  # fmt: skip
+    test = make_loader(splits.test, eval_bs, False, seed, num_workers=workers, pin_memory=on_cuda)
+    val, eval_split = test, "test"
+    if cfg["val_fraction"] > 0:
+        val = make_loader(splits.val, eval_bs, False, seed, num_workers=workers,
+                          pin_memory=on_cuda)  # fmt: skip
+        eval_split = "val"
+    return RetrainData(train, val, test, eval_split, splits.num_classes, splits.in_channels,
+                       splits.image_size)  # fmt: skip
+
+
+def build_training(
+    cfg: Mapping[str, Any], genotype: Any, data: RetrainData, device: torch.device
+) -> Training:
+    """The evaluation network of ``genotype`` on ``device`` and its optimiser and schedule."""
+    from pyronas.evalnet import count_mult_adds, count_parameters
+
+    if cfg["variant"] == "authors" and (cfg["auxiliary"] or cfg["drop_path_prob"] > 0):
+        logger.warning(
+            "variant 'authors' normally runs without auxiliary head and drop path "
+            "(auxiliary=%s, drop_path_prob=%s here)", cfg["auxiliary"], cfg["drop_path_prob"]
+        )
+    net = build_network(cfg, genotype, data.num_classes, data.in_channels)
+    op_dropout = OpDropout(net) if cfg["variant"] == "authors" else None
+    params = count_parameters(net, exclude_auxiliary=True)
+    mult_adds = count_mult_adds(net, (data.in_channels, data.image_size, data.image_size))
+    net = net.to(device)
+    if cfg["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    model: nn.Module = torch.compile(net) if cfg["compile"] else net
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+    )
+    epochs = int(cfg["epochs"])
+    if cfg["lr_schedule"] == "cosine":
+        scheduler: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=cfg["lr_min"])
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, int(cfg["lr_step_size"]), gamma=cfg["lr_gamma"]
+        )
+    use_scaler = device.type == "cuda" and cfg["amp"] and cfg["amp_dtype"] == "float16"
+    return Training(
+        net=net,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
+        use_scaler=use_scaler,
+        criterion=nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"])),
+        op_dropout=op_dropout,
+        params=params,
+        mult_adds=mult_adds,
+    )
+
+
+def _restore(
+    checkpoint: Path, ident: dict[str, Any], training: Training, data: RetrainData
+) -> tuple[int, float]:
+    """Load a checkpoint into ``training``; return the epochs done and the seconds spent."""
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    check_identity(state["identity"], ident, where=str(checkpoint))
+    training.net.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") and training.use_scaler:
+        training.scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"], data.train.generator)
+    return int(state["epoch"]), float(state.get("elapsed", 0.0))
+
+
+def _save(
+    path: Path, epoch: int, elapsed: float, ident: dict[str, Any], training: Training,
+    data: RetrainData,
+) -> None:  # fmt: skip
+    save_checkpoint(
+        {
+            "epoch": epoch,
+            "model": training.net.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(),
+            "scaler": training.scaler.state_dict() if training.use_scaler else None,
+            "rng": capture_rng_state(data.train.generator),
+            "identity": ident,
+            "config_hash": config_hash(ident, ident.keys()),
+            "elapsed": elapsed,
+        },
+        path,
+    )
+
+
+def _train_one_epoch(
+    cfg: Mapping[str, Any], epoch: int, training: Training, data: RetrainData,
+    device: torch.device,
+) -> tuple[dict[str, Any], float]:  # fmt: skip
+    """One epoch with its drop-path / op-dropout ramps; the metrics row and the val accuracy."""
+    epochs = int(cfg["epochs"])
+    t0 = time.perf_counter()
+    training.net.drop_path_prob = float(cfg["drop_path_prob"]) * epoch / epochs
+    if training.op_dropout is not None:
+        training.op_dropout.p = float(cfg["op_dropout"]) * epoch / epochs
+    if data.train.generator is not None:
+        data.train.generator.manual_seed(_epoch_seed(int(cfg["seed"]), epoch))
+    lr = training.optimizer.param_groups[0]["lr"]
+    stats = _train_epoch(training.model, data.train, training.optimizer, training.scaler,
+                         training.criterion, cfg, device, epoch)  # fmt: skip
+    val_acc = float("nan")
+    if epoch + 1 == epochs or (epoch + 1) % max(1, int(cfg["eval_every"])) == 0:
+        val_acc = evaluate(training.model, data.val, device, cfg, cfg["max_eval_batches"])["top1"]
+    training.scheduler.step()
+    seconds = time.perf_counter() - t0
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": _fmt(stats["train_loss"]),
+        "train_acc": _fmt(stats["train_acc"]),
+        "val_acc": _fmt(val_acc),
+        "eval_split": data.eval_split,
+        "lr": _fmt(lr),
+        "seconds": _fmt(seconds),
+        "images_per_s": _fmt(stats["images"] / max(stats["seconds"], 1e-9)),
+    }
+    logger.info(
+        "epoch %d/%d: loss %.4f, train acc %.2f%%, %s acc %s, lr %.5g, %.1f s",
+        epoch + 1, epochs, stats["train_loss"], stats["train_acc"], data.eval_split,
+        "-" if math.isnan(val_acc) else f"{val_acc:.2f}%", lr, seconds,
+    )  # fmt: skip
+    return row, val_acc
+
+
+def _final_metrics(
+    cfg: Mapping[str, Any], test: dict[str, Any], training: Training, data: RetrainData,
+    device: torch.device, elapsed: float, rows: list[dict[str, Any]], val_acc: float,
+    ident: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The contents of ``metrics.json``."""
+    search_seconds, search_device = _search_cost(cfg)
+    metrics: dict[str, Any] = {
+        "genotype": genotype_label(cfg),
+        "dataset": cfg["dataset"],
+        "network": cfg["network"],
+        "variant": cfg["variant"],
+        "seed": int(cfg["seed"]),
+        "epochs": int(cfg["epochs"]),
+        "test_error": 100.0 - test["top1"],
+        "test_acc": test["top1"],
+        "test_images": test["n"],
+        "params": training.params,
+        "params_M": training.params / 1e6,
+        "mult_adds": training.mult_adds,
+        "mult_adds_M": training.mult_adds / 1e6,
+        "wall_time_s": elapsed,
+        "device": device.type,
+        "device_name": device_name(device),
+        "final_train_loss": float(rows[-1]["train_loss"]) if rows else None,
+        "final_val_acc": None if math.isnan(val_acc) else val_acc,
+        "final_val_split": data.eval_split,
+        "config_hash": config_hash(ident, ident.keys()),
+    }
+    if cfg["network"] == "imagenet":
+        metrics["test_top5_error"] = 100.0 - test["top5"]
+        metrics["test_top5_acc"] = test["top5"]
+    if search_seconds is not None:
+        metrics["search_seconds"] = search_seconds
+        metrics["search_device"] = search_device
+    return metrics
+
+
 def retrain(
     cfg: Mapping[str, Any], out_dir: str | Path, resume: bool = False
 ) -> dict[str, Any]:
@@ -403,118 +664,23 @@ def retrain(
     FileExistsError
         ``out_dir`` holds a checkpoint but ``resume`` is False.
     """
-    from pyronas.data import load_dataset, make_loader
-    from pyronas.evalnet import count_mult_adds, count_parameters
     from pyronas.genotype import genotype_to_dict, load_genotype
 
     cfg = merge_config(RETRAIN_DEFAULTS, cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT_NAME
-    existing = latest_checkpoint(out)
-    if existing is not None and not resume:
-        raise FileExistsError(
-            f"{out} already holds a checkpoint; pass resume=True (--resume) to continue it "
-            "or choose a new output folder"
-        )
-
-    device = resolve_device(cfg["device"])
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg["deterministic"]
-        torch.backends.cudnn.deterministic = bool(cfg["deterministic"])
-    if cfg["num_threads"] is not None:
-        torch.set_num_threads(int(cfg["num_threads"]))
-    seed = int(cfg["seed"])
-    seed_everything(seed)
-
+    out, existing = _open_run_folder(out_dir, resume)
+    device = _configure_process(cfg)
     genotype = load_genotype(cfg["genotype"])
     ident = identity(cfg)
     ident["genotype"] = json.dumps(genotype_to_dict(genotype), sort_keys=True)
+    data = load_retrain_data(cfg, device)
+    training = build_training(cfg, genotype, data, device)
 
-    fractions = (1.0 - cfg["val_fraction"], 0.0, cfg["val_fraction"])
-    splits = load_dataset(
-        cfg["dataset"],
-        data_dir=cfg["data_dir"],
-        download=cfg["download"],
-        seed=seed,
-        train_size=cfg["train_size"],
-        image_size=cfg["image_size"],
-        augment=cfg["augment"],
-        cutout=cfg["cutout"] if cfg["augment"] else 0,
-        fractions=fractions,
-    )
-    val_set = splits.val if cfg["val_fraction"] > 0 else splits.test
-    on_cuda = device.type == "cuda"
-    workers = cfg["num_workers"]
-    if workers == "auto":
-        workers = min(8, os.cpu_count() or 1) if on_cuda else 0
-    elif not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"num_workers must be 'auto' or an integer >= 0, got {workers!r}")
-    bs = int(cfg["batch_size"])
-    eval_bs = int(cfg["eval_batch_size"] or 2 * bs)
-    # a last batch of one image breaks batch norm in training mode
-    train_loader = make_loader(
-        splits.train, bs, shuffle=True, seed=seed, num_workers=int(workers),
-        pin_memory=on_cuda, drop_last=len(splits.train) % bs == 1,
-    )  # fmt: skip
-    test_loader = make_loader(
-        splits.test, eval_bs, False, seed, num_workers=int(workers), pin_memory=on_cuda
-    )
-    val_loader = test_loader
-    eval_split = "test" if val_set is splits.test else "val"
-    if val_set is not splits.test:
-        val_loader = make_loader(
-            val_set, eval_bs, False, seed, num_workers=int(workers), pin_memory=on_cuda
-        )
-
-    if cfg["variant"] == "authors" and (cfg["auxiliary"] or cfg["drop_path_prob"] > 0):
-        logger.warning(
-            "variant 'authors' normally runs without auxiliary head and drop path "
-            "(auxiliary=%s, drop_path_prob=%s here)", cfg["auxiliary"], cfg["drop_path_prob"]
-        )
-    net = build_network(cfg, genotype, splits.num_classes, splits.in_channels)
-    op_dropout = OpDropout(net) if cfg["variant"] == "authors" else None
-    params = count_parameters(net, exclude_auxiliary=True)
-    mult_adds = count_mult_adds(net, (splits.in_channels, splits.image_size, splits.image_size))
-    net = net.to(device)
-    if cfg["channels_last"]:
-        net = net.to(memory_format=torch.channels_last)
-    model: nn.Module = torch.compile(net) if cfg["compile"] else net
-
-    optimizer = torch.optim.SGD(
-        net.parameters(),
-        lr=cfg["lr"],
-        momentum=cfg["momentum"],
-        weight_decay=cfg["weight_decay"],
-    )
     epochs = int(cfg["epochs"])
-    if cfg["lr_schedule"] == "cosine":
-        scheduler: torch.optim.lr_scheduler.LRScheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=cfg["lr_min"])
-        )
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(
-            optimizer, int(cfg["lr_step_size"]), gamma=cfg["lr_gamma"]
-        )
-    use_scaler = on_cuda and cfg["amp"] and cfg["amp_dtype"] == "float16"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
-
-    start_epoch = 0
-    elapsed = 0.0
+    start_epoch, elapsed = 0, 0.0
     csv_path = out / "metrics.csv"
     rows: list[dict[str, Any]] = []
     if resume and existing is not None:
-        state = load_checkpoint(existing, map_location="cpu")
-        check_identity(state["identity"], ident, where=str(existing))
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") and use_scaler:
-            scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"], train_loader.generator)
-        start_epoch = int(state["epoch"])
-        elapsed = float(state.get("elapsed", 0.0))
+        start_epoch, elapsed = _restore(existing, ident, training, data)
         rows = [r for r in _read_csv_rows(csv_path) if int(r["epoch"]) <= start_epoch]
         logger.info("resuming %s after epoch %d of %d", out, start_epoch, epochs)
     elif resume:
@@ -524,94 +690,26 @@ def retrain(
 
     logger.info(
         "retraining %s on %s (%s): %.3f M params, %.1f M mult-adds, %d epochs",
-        genotype_label(cfg), cfg["dataset"], device_name(device), params / 1e6,
-        mult_adds / 1e6, epochs,
+        genotype_label(cfg), cfg["dataset"], device_name(device), training.params / 1e6,
+        training.mult_adds / 1e6, epochs,
     )  # fmt: skip
     val_acc = float("nan")
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        net.drop_path_prob = float(cfg["drop_path_prob"]) * epoch / epochs
-        if op_dropout is not None:
-            op_dropout.p = float(cfg["op_dropout"]) * epoch / epochs
-        if train_loader.generator is not None:
-            train_loader.generator.manual_seed(_epoch_seed(seed, epoch))
-        lr = optimizer.param_groups[0]["lr"]
-        stats = _train_epoch(model, train_loader, optimizer, scaler, criterion, cfg, device, epoch)
-        last = epoch + 1 == epochs
-        val_acc = float("nan")
-        if last or (epoch + 1) % max(1, int(cfg["eval_every"])) == 0:
-            val_acc = evaluate(model, val_loader, device, cfg, cfg["max_eval_batches"])["top1"]
-        scheduler.step()
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": _fmt(stats["train_loss"]),
-            "train_acc": _fmt(stats["train_acc"]),
-            "val_acc": _fmt(val_acc),
-            "eval_split": eval_split,
-            "lr": _fmt(lr),
-            "seconds": _fmt(seconds),
-            "images_per_s": _fmt(stats["images"] / max(stats["seconds"], 1e-9)),
-        }
+        row, val_acc = _train_one_epoch(cfg, epoch, training, data, device)
+        elapsed += time.perf_counter() - t0
         rows.append(row)
         _write_csv_rows(csv_path, rows)
-        save_checkpoint(
-            {
-                "epoch": epoch + 1,
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if use_scaler else None,
-                "rng": capture_rng_state(train_loader.generator),
-                "identity": ident,
-                "config_hash": config_hash(ident, ident.keys()),
-                "elapsed": elapsed,
-            },
-            ckpt_path,
-        )
-        logger.info(
-            "epoch %d/%d: loss %.4f, train acc %.2f%%, %s acc %s, lr %.5g, %.1f s",
-            epoch + 1, epochs, stats["train_loss"], stats["train_acc"], eval_split,
-            "-" if math.isnan(val_acc) else f"{val_acc:.2f}%", lr, seconds,
-        )  # fmt: skip
+        _save(out / CHECKPOINT_NAME, epoch + 1, elapsed, ident, training, data)
         stop = cfg["stop_after_epoch"]
-        if stop is not None and epoch + 1 >= int(stop) and not last:
+        if stop is not None and epoch + 1 >= int(stop) and epoch + 1 < epochs:
             logger.info("stopping after epoch %d (stop_after_epoch); resume to go on", epoch + 1)
             return {"stopped": True, "epochs_done": epoch + 1}
 
     t0 = time.perf_counter()
-    test = evaluate(model, test_loader, device, cfg, cfg["max_eval_batches"])
+    test = evaluate(training.model, data.test, device, cfg, cfg["max_eval_batches"])
     elapsed += time.perf_counter() - t0
-    search_seconds, search_device = _search_cost(cfg)
-    metrics: dict[str, Any] = {
-        "genotype": genotype_label(cfg),
-        "dataset": cfg["dataset"],
-        "network": cfg["network"],
-        "variant": cfg["variant"],
-        "seed": seed,
-        "epochs": epochs,
-        "test_error": 100.0 - test["top1"],
-        "test_acc": test["top1"],
-        "test_images": test["n"],
-        "params": params,
-        "params_M": params / 1e6,
-        "mult_adds": mult_adds,
-        "mult_adds_M": mult_adds / 1e6,
-        "wall_time_s": elapsed,
-        "device": device.type,
-        "device_name": device_name(device),
-        "final_train_loss": float(rows[-1]["train_loss"]) if rows else None,
-        "final_val_acc": None if math.isnan(val_acc) else val_acc,
-        "final_val_split": eval_split,
-        "config_hash": config_hash(ident, ident.keys()),
-    }
-    if cfg["network"] == "imagenet":
-        metrics["test_top5_error"] = 100.0 - test["top5"]
-        metrics["test_top5_acc"] = test["top5"]
-    if search_seconds is not None:
-        metrics["search_seconds"] = search_seconds
-        metrics["search_device"] = search_device
+    metrics = _final_metrics(cfg, test, training, data, device, elapsed, rows, val_acc, ident)
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out / "metrics.json")
