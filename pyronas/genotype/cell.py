@@ -375,7 +375,7 @@ def save_genotype(genotype: Genotype, path: str | Path) -> Path:
 
 
 def _bundled_dir():
-    return resources.files("pyronas.genotypes")
+    return resources.files("pyronas.genotype.bundled")
 
 
 def list_bundled() -> list[str]:
