@@ -35,6 +35,7 @@ import yaml
 
 from pyronas.genotype import Genotype, derive, load_genotype
 from pyronas.runs import MetricsCSV, RunFolderError, require_run_folder
+from pyronas.search_posterior import PosteriorFileError, SearchPosterior
 from pyronas.space import SearchSpace, get_space
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Run:
     path
         The folder.
     posterior
-        The ``posterior.pt`` dict (format ``pyronas-posterior/1``).
+        The switch posterior of ``posterior.pt`` (also a read-only mapping with its keys).
     config
         ``config.yaml`` as a dict (empty when the file is missing).
     metrics
@@ -87,7 +88,7 @@ class Run:
     """
 
     path: Path
-    posterior: dict[str, Any]
+    posterior: SearchPosterior
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, str]] = field(default_factory=list)
     genotype: Genotype | None = None
@@ -183,17 +184,11 @@ def load_run(path: str | Path) -> Run:
         When ``path`` is not a folder or has no ``posterior.pt``, or the file is not a pyronas
         posterior.
     """
-    from pyronas.arviz_export import check_posterior
-
     folder = require_run_folder(Path(path), POSTERIOR_FILE)
     try:
-        posterior = torch.load(folder / POSTERIOR_FILE, map_location="cpu", weights_only=False)
-    except Exception as err:  # a corrupt or foreign file: say which
-        raise RunFolderError(f"{folder / POSTERIOR_FILE} cannot be read: {err}") from err
-    try:
-        check_posterior(posterior)
-    except ValueError as err:
-        raise RunFolderError(f"{folder / POSTERIOR_FILE}: {err}") from None
+        posterior = SearchPosterior.load(folder / POSTERIOR_FILE)
+    except PosteriorFileError as err:
+        raise RunFolderError(str(err)) from None
     config: dict[str, Any] = {}
     if (folder / "config.yaml").is_file():
         config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
@@ -201,7 +196,7 @@ def load_run(path: str | Path) -> Run:
     genotype = None
     if (folder / "genotype.json").is_file():
         genotype = load_genotype(folder / "genotype.json")
-    return Run(folder, dict(posterior), dict(config), metrics, genotype)
+    return Run(folder, posterior, dict(config), metrics, genotype)
 
 
 # --------------------------------------------------------------------------------------------
