@@ -24,13 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyronas.space import SITES
+
 __all__ = ["FORMAT", "SITES", "PosteriorFileError", "SearchPosterior"]
 
 FORMAT = "pyronas-posterior/1"
 """Format tag stored in the file."""
-
-SITES: tuple[str, str] = ("edge_switch", "op_switch")
-"""The switch sites, in the order ``(edge, op)``."""
 
 
 class PosteriorFileError(ValueError):

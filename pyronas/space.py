@@ -19,6 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EDGE_SITE = "edge_switch"
+"""Name of the edge ("zero-op") switch site, shape ``(cell_type | cell, edge)``."""
+
+OP_SITE = "op_switch"
+"""Name of the op switch site, shape ``(cell_type | cell, edge, op)``."""
+
+SITES: tuple[str, str] = (EDGE_SITE, OP_SITE)
+"""The switch sites of every space, in the order ``(edge, op)``: the one definition."""
+
 PRIMITIVES_DARTS: tuple[str, ...] = (
     "sep_conv_3x3",
     "sep_conv_5x5",
