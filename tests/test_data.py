@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pyronas import data
+from pyronas.data import datasets
 from pyronas.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -63,7 +64,7 @@ def write_fashion(folder: Path, arrays: dict, gz: bool = False) -> dict[str, Pat
 @pytest.fixture
 def no_system_fmnist(monkeypatch, tmp_path):
     """Hide the system-wide Fashion-MNIST so that only the test's files are found."""
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-system-dir")
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-system-dir")
 
 
 def write_cifar(folder: Path, per_batch: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
