@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import os
 import pickle
 import struct
@@ -13,15 +15,18 @@ import pytest
 import torch
 
 from pyronas import data
-from pyronas.data import datasets
 from pyronas.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DATASETS,
+    LOADERS,
     Cutout,
+    DataOptions,
     DatasetError,
     TensorAugment,
+    dataset_names,
     load_dataset,
+    load_splits,
     make_loader,
     read_idx,
     split_counts,
@@ -64,7 +69,10 @@ def write_fashion(folder: Path, arrays: dict, gz: bool = False) -> dict[str, Pat
 @pytest.fixture
 def no_system_fmnist(monkeypatch, tmp_path):
     """Hide the system-wide Fashion-MNIST so that only the test's files are found."""
-    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-system-dir")
+    # patched where it is read, not the name re-exported by the package
+    monkeypatch.setattr(
+        "pyronas.data.datasets.SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-such-system-dir"
+    )
 
 
 def write_cifar(folder: Path, per_batch: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
@@ -208,6 +216,52 @@ def test_digits_seed_controls_the_split():
     assert torch.equal(a.test.labels, c.test.labels)  # the test hold-out is fixed
 
 
+def _sha(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+DIGITS_PINS = {
+    # kwargs -> (mean, std, {split: (index sha, label sha, 16-level pixel sha)})
+    (): (
+        0.3062114264603616,
+        0.3765761254628877,
+        {
+            "train": ("54f0ec25ce9f05b1", "afab2352dc63b170", "aefda46f6a2580c0"),
+            "search": ("a5374fca170935f8", "a065281bf0ffd3bd", "72500a5aabe46885"),
+            "val": ("df5b5fe20a54bc46", "5b5e92b24af924ce", "9d36f53fa31a63d2"),
+            "test": (None, "84a75d03da7d82f2", "da26c7413e830740"),
+        },
+    ),
+    (("seed", 3), ("train_size", 400)): (
+        0.307705078125,
+        0.37722690471548886,
+        {
+            "train": ("01bcf8884682a710", "ae108601bee0c424", "ba76fa2715cea646"),
+            "search": ("c7f94114c082e2ad", "e82c6a88f93687c2", "75a72288876745e8"),
+            "val": ("498df765e40be779", "a3214970888e4ba6", "d901f985dcd6feac"),
+            "test": (None, "84a75d03da7d82f2", "da26c7413e830740"),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("kwargs", list(DIGITS_PINS), ids=["default", "seed3-size400"])
+def test_digits_splits_are_pinned(kwargs):
+    """The same seed gives the same images in every split, release after release."""
+    mean, std, pins = DIGITS_PINS[kwargs]
+    s = load_dataset("digits", **dict(kwargs))
+    assert s.mean[0] == pytest.approx(mean, rel=1e-12)
+    assert s.std[0] == pytest.approx(std, rel=1e-12)
+    for name, (index_sha, label_sha, pixel_sha) in pins.items():
+        ds = getattr(s, name)
+        if index_sha is not None:
+            assert _sha(s.indices[name].astype("<i8")) == index_sha, name
+        assert _sha(ds.labels.numpy().astype("<i8")) == label_sha, name
+        # undo the normalisation; digits pixels are the integers 0..16
+        levels = torch.round((ds.images.double() * s.std[0] + s.mean[0]) * 16)
+        assert _sha(levels.to(torch.uint8).numpy()) == pixel_sha, name
+
+
 def test_digits_train_size_subsamples_stratified():
     s = load_dataset("digits", train_size=200, seed=2)
     assert s.sizes() == {"train": 100, "search": 50, "val": 50, "test": 359}
@@ -239,6 +293,29 @@ def test_unknown_dataset_lists_known_names():
     with pytest.raises(ValueError, match="known: digits, fashion-mnist, cifar10, imagenet"):
         load_dataset("mnist-plus")
     assert DATASETS == ("digits", "fashion-mnist", "cifar10", "imagenet")
+
+
+def test_registry_names_every_loader():
+    assert dataset_names() == DATASETS == tuple(LOADERS)
+    assert all(callable(loader) for loader in LOADERS.values())
+
+
+def test_loaders_take_data_options_like_load_dataset():
+    options = DataOptions(seed=4, train_size=300, fractions=[0.6, 0.2, 0.2])
+    assert options.fractions == (0.6, 0.2, 0.2)  # normalised to a tuple
+    a = LOADERS["digits"](options)
+    b = load_splits("digits", options)
+    c = load_dataset("digits", seed=4, train_size=300, fractions=(0.6, 0.2, 0.2))
+    assert a.sizes() == {"train": 180, "search": 60, "val": 60, "test": 359}
+    for name in ("train", "search", "val", "test"):
+        assert torch.equal(getattr(a, name).images, getattr(b, name).images)
+        assert torch.equal(getattr(a, name).images, getattr(c, name).images)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 5  # type: ignore[misc]
+    assert DataOptions(data_dir="some/dir").data_dir == Path("some/dir")
+    assert DataOptions().download_dir == Path("data")
+    with pytest.raises(ValueError, match="known: digits, fashion-mnist"):
+        load_splits("mnist-plus", options)
 
 
 def test_dataset_error_is_both_kinds():
