@@ -13,9 +13,9 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from mathbed import DT, TIGHT, assert_sites_close, brute_ggn, supernet_case
 from scipy.stats import spearmanr
 from torch import Tensor, nn
-from torch.func import jacrev
 
 from pyronas.inference.curvature import BACKENDS, diagonal_curvature
 from pyronas.inference.layerwise import (
@@ -24,32 +24,6 @@ from pyronas.inference.layerwise import (
     output_curvature,
     supported_nodes,
 )
-
-DT = torch.float64
-
-
-def brute_ggn(
-    forward: Callable[[dict[str, Tensor], Tensor], Tensor],
-    sites: dict[str, Tensor],
-    x: Tensor,
-    likelihood: str = "gaussian",
-    noise_std: float = 1.0,
-) -> dict[str, Tensor]:
-    """Exact diagonal GGN of the mean NLL from the full-batch Jacobian (torch.func.jacrev)."""
-    jac = jacrev(lambda s: forward(s, x))(sites)
-    out = forward(sites, x).detach()
-    batch = out.shape[0]
-    res = {}
-    for name, site in sites.items():
-        j = jac[name].reshape(batch, -1, site.numel())  # (batch, out, site)
-        if likelihood == "gaussian":
-            diag = (j**2).sum((0, 1)) / (noise_std**2 * batch)
-        else:
-            p = torch.softmax(out, -1).unsqueeze(-1)
-            centred = j - (p * j).sum(1, keepdim=True)
-            diag = (p * centred**2).sum((0, 1)) / batch
-        res[name] = diag.reshape(site.shape)
-    return res
 
 
 def layerwise(
@@ -61,18 +35,6 @@ def layerwise(
 ) -> dict[str, Tensor]:
     y = torch.zeros(x.shape[0], dtype=torch.long)
     return layerwise_backend(forward, sites, x, y, likelihood, noise_std, None)
-
-
-def assert_close(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        torch.testing.assert_close(a[k], b[k], rtol=1e-10, atol=1e-12, msg=k)
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,7 +50,9 @@ def test_linear_into_loss_weights_exact(likelihood: str) -> None:
     def fwd(s: dict[str, Tensor], x: Tensor) -> Tensor:
         return F.linear(x, s["w"], s["b"])
 
-    assert_close(layerwise(fwd, sites, x, likelihood), brute_ggn(fwd, sites, x, likelihood))
+    assert_sites_close(
+        layerwise(fwd, sites, x, likelihood), brute_ggn(fwd, sites, x, likelihood), **TIGHT
+    )
 
 
 def test_linear_into_gaussian_loss_input_exact() -> None:
@@ -99,7 +63,9 @@ def test_linear_into_gaussian_loss_input_exact() -> None:
         return s["x"] @ w.T + 1.0
 
     x = torch.zeros(4, 1, dtype=DT)
-    assert_close(layerwise(fwd, sites, x, noise_std=0.7), brute_ggn(fwd, sites, x, noise_std=0.7))
+    assert_sites_close(
+        layerwise(fwd, sites, x, noise_std=0.7), brute_ggn(fwd, sites, x, noise_std=0.7), **TIGHT
+    )
 
 
 @pytest.mark.parametrize(
@@ -128,7 +94,9 @@ def test_conv_into_gaussian_loss_exact(
         return out.flatten(1)
 
     x = torch.zeros(2, 1, dtype=DT)
-    assert_close(layerwise(fwd, sites, x), brute_ggn(fwd, sites, x))
+    assert_sites_close(
+        layerwise(fwd, sites, x), brute_ggn(fwd, sites, x), **TIGHT
+    )
 
 
 def test_elementwise_switch_before_classifier_exact() -> None:
@@ -139,7 +107,9 @@ def test_elementwise_switch_before_classifier_exact() -> None:
     def fwd(s: dict[str, Tensor], x: Tensor) -> Tensor:
         return lin(x * s["s"])
 
-    assert_close(layerwise(fwd, sites, feat), brute_ggn(fwd, sites, feat))
+    assert_sites_close(
+        layerwise(fwd, sites, feat), brute_ggn(fwd, sites, feat), **TIGHT
+    )
 
 
 def test_scalar_switch_on_logits_exact() -> None:
@@ -149,7 +119,9 @@ def test_scalar_switch_on_logits_exact() -> None:
     def fwd(s: dict[str, Tensor], x: Tensor) -> Tensor:
         return x * s["s"]
 
-    assert_close(layerwise(fwd, sites, z, noise_std=2.0), brute_ggn(fwd, sites, z, noise_std=2.0))
+    assert_sites_close(
+        layerwise(fwd, sites, z, noise_std=2.0), brute_ggn(fwd, sites, z, noise_std=2.0), **TIGHT
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -218,7 +190,7 @@ def test_single_rule_matches_brute_force(name: str) -> None:
         return (ref or op)(s["x"]).reshape(3, -1)
 
     lw = layerwise(fwd, sites, dummy)
-    assert_close(lw, brute_ggn(fwd_ref, sites, dummy))
+    assert_sites_close(lw, brute_ggn(fwd_ref, sites, dummy), **TIGHT)
     assert lw["x"].abs().sum() > 0
 
 
@@ -285,32 +257,12 @@ def test_unused_site_is_zero_and_leaf_required() -> None:
 # ------------------------------------------------------------------------------------------
 # search cells: approximate, non-negative, linear in the samples
 
-
-def _supernet() -> tuple[nn.Module, dict[str, Tensor], Callable[..., Tensor]]:
-    from pyronas.space import get_space
-    from pyronas.supernet import SuperNet
-
-    net = SuperNet(get_space("bayesnas8"), C=4, layers=3, num_classes=5, in_channels=1)
-    net = net.to(DT)
-    net.train()
-    with torch.no_grad():  # non-trivial running statistics
-        net(torch.randn(16, 1, 8, 8, dtype=DT), *net.init_switches())
-    net.eval()
-    e, o = net.init_switches()
-    sites = {"edge_switch": e * (0.5 + torch.rand_like(e)), "op_switch": o * torch.rand_like(o)}
-
-    def fwd(s: dict[str, Tensor], x: Tensor) -> Tensor:
-        return net(x, s["edge_switch"], s["op_switch"])
-
-    return net, sites, fwd
+CELLS = {"channels": 4, "layers": 3, "classes": 5, "image": 8}
 
 
 @pytest.fixture(scope="module")
 def cell_case() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    torch.manual_seed(1)
-    net, sites, fwd = _supernet()
-    x = torch.randn(4, 1, 8, 8, dtype=DT)
-    y = torch.randint(0, 5, (4,))
+    net, fwd, sites, x, y = supernet_case(seed=1, batch=4, **CELLS)
     lw = BACKENDS["layerwise"](fwd, sites, x, y, "categorical", 1.0, net)
     ggn = BACKENDS["ggn"](fwd, sites, x, y, "categorical", 1.0, net)
     return lw, {k: v.detach() for k, v in ggn.items()}
@@ -332,8 +284,7 @@ def test_cells_bounded_disagreement_with_exact_ggn(
 
 
 def test_linear_scaling_with_samples() -> None:
-    net, sites, fwd = _supernet()
-    x = torch.randn(3, 1, 8, 8, dtype=DT)
+    net, fwd, sites, x, _ = supernet_case(seed=0, batch=3, **CELLS)
     x2 = torch.randn(2, 1, 8, 8, dtype=DT)
     y = torch.zeros(5, dtype=torch.long)
     one = layerwise_backend(fwd, sites, x, y[:3], "categorical", 1.0, net)
@@ -341,19 +292,20 @@ def test_linear_scaling_with_samples() -> None:
     other = layerwise_backend(fwd, sites, x2, y[:2], "categorical", 1.0, net)
     both = layerwise_backend(fwd, sites, torch.cat([x, x2]), y, "categorical", 1.0, net)
     for k in sites:
-        torch.testing.assert_close(dup[k], one[k])  # mean over a duplicated batch
-        torch.testing.assert_close(5 * both[k], 3 * one[k] + 2 * other[k])  # sums add up
+        torch.testing.assert_close(dup[k], one[k], **TIGHT)  # mean over a duplicated batch
+        # sums over two batches add up
+        torch.testing.assert_close(5 * both[k], 3 * one[k] + 2 * other[k], **TIGHT)
 
 
 def test_registered_backend_through_diagonal_curvature() -> None:
-    net, sites, fwd = _supernet()
-    batches = [(torch.randn(2, 1, 8, 8, dtype=DT), torch.zeros(2, dtype=torch.long))] * 2
+    net, fwd, sites, x, _ = supernet_case(seed=0, batch=2, **CELLS)
+    batches = [(x, torch.zeros(2, dtype=torch.long))] * 2
     res = diagonal_curvature(fwd, sites, batches, backend="layerwise", module=net)
     direct = layerwise_backend(fwd, sites, *batches[0], "categorical", 1.0, net)
     for k in sites:
-        torch.testing.assert_close(res[k], direct[k])
+        torch.testing.assert_close(res[k], direct[k], **TIGHT)
         assert res[k].shape == sites[k].shape
     summed = diagonal_curvature(
         fwd, sites, batches, backend="layerwise", module=net, reduction="sum"
     )
-    torch.testing.assert_close(summed["op_switch"], 2 * direct["op_switch"])
+    torch.testing.assert_close(summed["op_switch"], 2 * direct["op_switch"], **TIGHT)
