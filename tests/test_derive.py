@@ -13,10 +13,13 @@ from hypothesis import strategies as st
 from pyronas.genotype import (
     Genotype,
     GenotypeError,
+    apply_connectivity_rule,
     canonical,
     derive,
+    from_nb201_string,
     live_mask,
     load_genotype,
+    parse_nb201_string,
     to_nb201_string,
     validate,
 )
@@ -216,6 +219,31 @@ def test_live_mask_errors():
         live_mask(DARTS, g)
 
 
+def test_connectivity_rule_drops_nodes_that_miss_the_output():
+    # node 1 is fed by the input but reaches no output: the benchmark string keeps it, the rule
+    # empties its slot (nodes keep their numbering) and the cell equals the one read from the
+    # string, whose dead edge is exactly that one
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|avg_pool_3x3~2|"
+    raw = Genotype(normal=parse_nb201_string(arch), normal_concat=(3,), num_inputs=1,
+                   space="nb201")
+    assert raw.normal[0] == (("nor_conv_3x3", 0),)
+    ruled = apply_connectivity_rule(raw, concat_all=False)
+    assert ruled.normal == ((), (("skip_connect", 0),), (("avg_pool_3x3", 2),))
+    assert ruled.normal_concat == (3,) and ruled.nb201_string is None
+    assert ruled == from_nb201_string(arch)
+    # with concat_all every node fed by an input is part of the output: nothing to drop
+    assert apply_connectivity_rule(raw, concat_all=True).normal == raw.normal
+
+
+def test_connectivity_rule_recomputes_the_darts_concat():
+    g = load_genotype("DARTS_V2")
+    partial = Genotype(normal=g.normal, normal_concat=(2, 3), reduce=g.reduce,
+                       reduce_concat=(5,), space="darts")
+    ruled = apply_connectivity_rule(partial)
+    assert ruled.normal_concat == (2, 3, 4, 5) and ruled.reduce_concat == (2, 3, 4, 5)
+    assert ruled == g
+
+
 # ------------------------------------------------------------------ property test
 
 
@@ -305,6 +333,7 @@ def test_property_derive(name, seed, p_edge, p_op, with_scores):
             with pytest.raises(GenotypeError, match="several ops"):
                 to_nb201_string(g)
     assert derive(space, *live_mask(space, g)) == g
+    assert apply_connectivity_rule(g, concat_all=space.concat) == g  # a derived cell is connected
 
 
 @settings(max_examples=40, deadline=None)

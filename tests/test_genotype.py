@@ -404,3 +404,33 @@ def test_describe():
         "  n1 <- (removed)",
         "  n2 <- in: skip_connect; n0: nor_conv_1x1",
     ]
+
+
+# Each module of the package imports only the modules listed before it (no import cycle; an
+# import for type hints alone, under ``if TYPE_CHECKING``, is not an import at run time).
+LAYERS = ["nodes", "nb201_string", "cell", "io", "convert", "derivation", "summary"]
+
+
+@pytest.mark.parametrize("module", LAYERS)
+def test_package_modules_import_only_lower_layers(module):
+    import ast
+    import importlib
+
+    path = importlib.import_module(f"pyronas.genotype.{module}").__file__
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    imported = {
+        node.module.rsplit(".", 1)[1]
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        and node.module is not None
+        and node.module.startswith("pyronas.genotype.")
+    }
+    assert imported <= set(LAYERS[: LAYERS.index(module)]), imported
+
+
+def test_public_names_come_from_the_package():
+    import pyronas.genotype as package
+
+    missing = [name for name in package.__all__ if not hasattr(package, name)]
+    assert not missing
+    assert not hasattr(package, "prune")  # renamed: apply_connectivity_rule
