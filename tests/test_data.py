@@ -318,6 +318,25 @@ def test_loaders_take_data_options_like_load_dataset():
         load_splits("mnist-plus", options)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fractions": (0.5, 0.5)}, r"must be \(train, search, val\)"),
+        ({"fractions": (0.5, 0.2, 0.2)}, "add up to 1"),
+        ({"fractions": (-1, 1, 1)}, ">= 0"),
+        ({"fractions": (0, 0.5, 0.5)}, "leave the train split empty"),
+        ({"train_size": 0}, "train_size must be >= 1"),
+        ({"image_size": 0}, "image_size must be positive"),
+        ({"cutout": -2}, "cutout size must be >= 0"),
+    ],
+)
+def test_data_options_reject_bad_values_before_reading_data(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DataOptions(**kwargs)
+    with pytest.raises(ValueError, match=message):  # load_dataset fails before any file is read
+        load_dataset("imagenet", data_dir="no/such/folder", **kwargs)
+
+
 def test_dataset_error_is_both_kinds():
     assert issubclass(DatasetError, FileNotFoundError) and issubclass(DatasetError, ValueError)
 

@@ -82,6 +82,7 @@ from pyronas.data.splits import (
     CARVE_SEED_OFFSET,
     DEFAULT_FRACTIONS,
     carve_splits,
+    check_fractions,
     split_counts,
     stratified_split,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "carve_splits",
     "channel_stats",
     "check_dataset_name",
+    "check_fractions",
     "dataset_names",
     "fashion_mnist_dirs",
     "imagenet_transforms",

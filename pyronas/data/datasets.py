@@ -47,7 +47,13 @@ from pyronas.data.formats import (
     read_idx,
     scan_image_folder,
 )
-from pyronas.data.splits import DEFAULT_FRACTIONS, carve_splits, split_counts, stratified_split
+from pyronas.data.splits import (
+    DEFAULT_FRACTIONS,
+    carve_splits,
+    check_fractions,
+    split_counts,
+    stratified_split,
+)
 from pyronas.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -121,6 +127,12 @@ class DataOptions:
     fractions
         ``(train, search, val)`` shares of the (subsampled) official training set, adding up to
         1, or integer counts.
+
+    Raises
+    ------
+    ValueError
+        At construction, for a size or fraction that no data set accepts (what depends on the
+        data set's size is checked when it is loaded).
     """
 
     data_dir: Path | None = None
@@ -135,7 +147,13 @@ class DataOptions:
     def __post_init__(self) -> None:
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir))
-        object.__setattr__(self, "fractions", tuple(self.fractions))
+        object.__setattr__(self, "fractions", check_fractions(self.fractions))
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError(f"train_size must be >= 1 (or None: all), got {self.train_size}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if self.cutout < 0:
+            raise ValueError(f"cutout size must be >= 0, got {self.cutout}")
 
     @property
     def download_dir(self) -> Path:

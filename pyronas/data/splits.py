@@ -83,6 +83,28 @@ def split_counts(n: int, sizes: Sequence[float]) -> list[int]:
     return [int(s) for s in sizes]
 
 
+def check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
+    """``fractions`` as a tuple if they can describe (train, search, val), else a ValueError.
+
+    Three shares adding up to 1, or three integer counts, all >= 0, the train one nonzero. What
+    needs the data size (counts adding up to more than the items) is checked by
+    :func:`carve_splits`.
+    """
+    fractions = tuple(fractions)
+    if len(fractions) != 3:
+        raise ValueError(f"fractions must be (train, search, val), got {fractions}")
+    if any(f < 0 for f in fractions):
+        raise ValueError(f"split sizes must be >= 0, got {list(fractions)}")
+    total = sum(fractions)
+    if not math.isclose(total, 1.0, abs_tol=1e-6) and not all(
+        float(f).is_integer() for f in fractions
+    ):
+        raise ValueError(f"split fractions must add up to 1, got {list(fractions)} (sum {total})")
+    if fractions[0] == 0:
+        raise ValueError(f"fractions {fractions} leave the train split empty")
+    return fractions
+
+
 def carve_splits(
     labels: np.ndarray, train_size: int | None, fractions: Sequence[float], seed: int
 ) -> list[np.ndarray]:
@@ -109,8 +131,7 @@ def carve_splits(
     list of np.ndarray
         Three sorted, disjoint index arrays into ``labels``; the first is never empty.
     """
-    if len(fractions) != 3:
-        raise ValueError(f"fractions must be (train, search, val), got {tuple(fractions)}")
+    fractions = check_fractions(fractions)
     n = labels.shape[0]
     if train_size is None:
         pool = np.arange(n)
