@@ -9,14 +9,21 @@ import math
 
 import pytest
 import torch
+from mathbed import (
+    DT,
+    LinearGaussian,
+    ard_alpha,
+    ard_fixed_point,
+    diagonal_design,
+    rng,
+    simulate,
+)
 
 from pyronas.inference.ard_update import ArdUpdate, group_ard_update
 
-F64 = torch.float64
-
 
 def t(values) -> torch.Tensor:
-    return torch.tensor(values, dtype=F64)
+    return torch.tensor(values, dtype=DT)
 
 
 def test_one_group_by_hand():
@@ -46,11 +53,11 @@ def test_elementwise_without_groups():
 
 
 def test_groups_match_brute_force():
-    gen = torch.Generator().manual_seed(1)
-    s = torch.randn(4, 5, generator=gen, dtype=F64)
-    ht = torch.rand(4, 5, generator=gen, dtype=F64) * 3
+    gen = rng(1)
+    s = torch.randn(4, 5, generator=gen, dtype=DT)
+    ht = torch.rand(4, 5, generator=gen, dtype=DT) * 3
     groups = torch.randint(0, 6, (4, 5), generator=gen)
-    gamma_group = torch.rand(6, generator=gen, dtype=F64) + 0.1
+    gamma_group = torch.rand(6, generator=gen, dtype=DT) + 0.1
     out = group_ard_update(s, ht, gamma_group[groups], groups, num_groups=7)
     assert out.gamma.shape == (7,)
     for g in range(7):
@@ -58,9 +65,7 @@ def test_groups_match_brute_force():
         if not members.any():
             assert out.gamma[g] == 0 and out.omega[g] == 0
             continue
-        gam = gamma_group[g]
-        alpha = ht[members] / (1 + gam * ht[members])
-        omega = alpha.sum().sqrt()
+        omega = ard_alpha(gamma_group[g], ht[members]).sum().sqrt()
         assert out.omega[g].item() == pytest.approx(omega.item())
         assert out.gamma[g].item() == pytest.approx((s[members].norm() / omega).item())
 
@@ -92,21 +97,20 @@ def test_bad_input():
 def test_fixed_point_on_linear_gaussian_toy():
     """Iterating the update with a fixed mean and curvature converges to gamma = |s| / omega.
 
-    Linear-Gaussian toy: y = X w + noise (unit noise), a diagonal design so the data precision
-    of w_c is Ht_c = sum_n X_nc^2, and the mean is held fixed at the least-squares solution.
-    For a single element the fixed point solves Ht gamma^2 - s^2 Ht gamma - s^2 = 0.
+    Linear-Gaussian toy: y = X w + noise, modelled with unit noise, a diagonal design so the
+    data precision of w_c is Ht_c = sum_n X_nc^2, and the mean is held fixed at the
+    least-squares solution. For a single element the fixed point solves
+    Ht gamma^2 - s^2 Ht gamma - s^2 = 0.
     """
-    gen = torch.Generator().manual_seed(0)
-    num, dim = 40, 4
-    x = torch.zeros(num, dim, dtype=F64)
-    for c in range(dim):
-        x[c::dim, c] = torch.randn(num // dim, generator=gen, dtype=F64)
-    w_true = t([1.5, -0.7, 0.0, 0.2])
-    y = x @ w_true + 0.1 * torch.randn(num, generator=gen, dtype=F64)
-    s = torch.linalg.lstsq(x, y).solution
-    ht = (x**2).sum(0)
+    gen = rng(0)
+    dim = 4
+    x = diagonal_design(40, dim, gen)
+    problem = LinearGaussian(x, simulate(x, [1.5, -0.7, 0.0, 0.2], 0.1, gen), noise_std=1.0)
+    s = torch.linalg.lstsq(problem.x, problem.y).solution
+    ht = torch.diagonal(problem.data_precision())
+    torch.testing.assert_close(problem.data_precision(), torch.diag(ht), rtol=0, atol=0)
 
-    gamma = torch.ones(dim, dtype=F64)
+    gamma = torch.ones(dim, dtype=DT)
     for _ in range(500):
         out = group_ard_update(s, ht, gamma)
         gamma = out.gamma
@@ -114,15 +118,14 @@ def test_fixed_point_on_linear_gaussian_toy():
     assert torch.allclose(out.gamma, gamma, rtol=1e-10)
     assert torch.allclose(gamma, s.abs() / out.alpha.sqrt(), rtol=1e-10)
     assert torch.allclose(out.omega, out.alpha.sqrt())
-    root = (s**2 * ht + torch.sqrt(s**4 * ht**2 + 4 * ht * s**2)) / (2 * ht)
-    assert torch.allclose(gamma, root, rtol=1e-8)
+    assert torch.allclose(gamma, ard_fixed_point(s, ht), rtol=1e-8)
 
     # Two elements in one group: gamma^2 * sum_c Ht_c / (1 + gamma Ht_c) = ||s||^2.
     groups = torch.tensor([0, 0, 1, 1])
-    gamma_g = torch.ones(2, dtype=F64)
+    gamma_g = torch.ones(2, dtype=DT)
     for _ in range(500):
         gamma_g = group_ard_update(s, ht, gamma_g[groups], groups).gamma
     for g in range(2):
         m = groups == g
-        lhs = gamma_g[g] ** 2 * (ht[m] / (1 + gamma_g[g] * ht[m])).sum()
+        lhs = gamma_g[g] ** 2 * ard_alpha(gamma_g[g], ht[m]).sum()
         assert lhs.item() == pytest.approx((s[m] ** 2).sum().item(), rel=1e-8)
