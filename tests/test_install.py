@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = (
-    "import pyronas, pyronas.models, pyronas.inference, pyronas.genotypes;"
+    "import pyronas, pyronas.models, pyronas.inference, pyronas.genotype.bundled;"
     "print(pyronas.models.__file__); print(pyronas.inference.__file__)"
 )
 
@@ -76,7 +76,7 @@ def test_regular_install_imports_top_level_folders(tmp_path):
     models_file, inference_file = _run(PROBE, cwd=tmp_path, env_path=str(target))
     assert Path(models_file).is_relative_to(target / "pyronas" / "models")
     assert Path(inference_file).is_relative_to(target / "pyronas" / "inference")
-    assert len(list((target / "pyronas" / "genotypes").glob("*.json"))) >= 5
+    assert len(list((target / "pyronas" / "genotype" / "bundled").glob("*.json"))) >= 5
     # the NAS-Bench-201 table and its licence notice ship inside the package and are read there
     data = target / "pyronas" / "nb201_data"
     assert (data / "nb201_accuracy_12epoch.csv").stat().st_size > 1_000_000
