@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from mathbed import DT, ard_alpha, iid_design, rng, simulate
 
 from pyronas.inference.ard_update import group_ard_update
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ard_regression.py"
-DTYPE = torch.float64
 RELEVANT = [1, 4, 7]
 
 
@@ -25,12 +25,12 @@ def _load_script():
 
 
 def _sparse_data(n=200, p=10, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, p, generator=gen, dtype=DTYPE)
-    w = torch.zeros(p, dtype=DTYPE)
-    w[RELEVANT] = torch.tensor([1.5, -1.0, 0.7], dtype=DTYPE)
-    y = x @ w + 2.0 + 0.5 * torch.randn(n, generator=gen, dtype=DTYPE)
-    return x, y
+    """Three relevant features of ten, an intercept of 2 and noise 0.5."""
+    gen = rng(seed)
+    x = iid_design(n, p, gen)
+    w = torch.zeros(p, dtype=DT)
+    w[RELEVANT] = torch.tensor([1.5, -1.0, 0.7], dtype=DT)
+    return x, simulate(x, w, 0.5, gen, intercept=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_relevant_coefficients_kept_irrelevant_pruned(fitted):
     dead = [j for j in range(10) if j not in RELEVANT]
     assert (summary["coef"][dead] == 0).all() and (summary["gamma"][dead] == 0).all()
     # estimates near the truth on the standardised scale (truth times the feature sd)
-    truth = torch.tensor([1.5, -1.0, 0.7], dtype=DTYPE) * summary["x_std"][RELEVANT]
+    truth = torch.tensor([1.5, -1.0, 0.7], dtype=DT) * summary["x_std"][RELEVANT]
     torch.testing.assert_close(summary["coef"][RELEVANT], truth, atol=0.12, rtol=0)
     assert summary["noise_std"] == pytest.approx(0.5, abs=0.08)
 
@@ -59,7 +59,7 @@ def test_update_equations_hold_at_the_fixed_point(fitted):
     post = state.posterior
     ht = post.num_data * post.curvature["coef"]
     gamma, coef = summary["gamma"], summary["coef"]
-    alpha = ht / (1 + gamma * ht)
+    alpha = ard_alpha(gamma, ht)
     live = state.masks["coef"]
     # gamma = |w| / omega with omega = sqrt(alpha), gamma on both sides (self-consistency)
     torch.testing.assert_close(gamma[live], coef[live].abs() / alpha[live].sqrt(), rtol=1e-4,
@@ -70,8 +70,7 @@ def test_update_equations_hold_at_the_fixed_point(fitted):
     torch.testing.assert_close(again.gamma, gamma, rtol=1e-4, atol=1e-12)
     # for a relevant, well-determined coefficient the fixed point is gamma ~ w^2 + 1/Ht
     # (gamma^2 Ht / (1 + gamma Ht) = w^2)
-    torch.testing.assert_close(gamma[live] ** 2 * ht[live] / (1 + gamma[live] * ht[live]),
-                               coef[live] ** 2, rtol=3e-4, atol=0)
+    torch.testing.assert_close(gamma[live] ** 2 * alpha[live], coef[live] ** 2, rtol=3e-4, atol=0)
     # the coefficients are the MAP of the reweighted-l1 objective: zero subgradient
     xs = (x - summary["x_mean"]) / summary["x_std"]
     w = coef.clone().requires_grad_(True)
@@ -79,7 +78,7 @@ def test_update_equations_hold_at_the_fixed_point(fitted):
     nll = 0.5 * (resid**2).mean() / summary["noise_std"] ** 2
     (g,) = torch.autograd.grad(nll, w)
     penalty_grad = summary["omega"] * coef.sign() / len(y)
-    torch.testing.assert_close((g + penalty_grad)[live], torch.zeros(3, dtype=DTYPE),
+    torch.testing.assert_close((g + penalty_grad)[live], torch.zeros(3, dtype=DT),
                                atol=1e-6, rtol=0)
     # evidence recorded and settled
     ev = [r["log_evidence"] for r in state.records]
@@ -87,8 +86,8 @@ def test_update_equations_hold_at_the_fixed_point(fitted):
 
 
 def test_script_smoke_prints_json(tmp_path):
-    x = torch.randn(80, 5, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
-    y = 3.0 * x[:, 0] - 2.0 * x[:, 3] + 0.3 * torch.randn(80, dtype=DTYPE)
+    x = iid_design(80, 5, rng(1))
+    y = 3.0 * x[:, 0] - 2.0 * x[:, 3] + 0.3 * torch.randn(80, dtype=DT)
     names = ["a", "b", "c", "d", "e"]
     path = tmp_path / "data.csv"
     with open(path, "w", newline="") as handle:
