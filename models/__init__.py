@@ -1,40 +1,63 @@
 """Prior model files: one Pyro model of the architecture switches per file.
 
 Every file (``hard``, ``ard``, ``laplace``, ``horseshoe``, or a user's ``.py`` file) follows one
-contract:
+contract (docs/contracts.md shows a complete new prior):
 
-``SITES``
-    Names of the switch sample sites, ``("edge_switch", "op_switch")``.
-``init_hypers(space, **options) -> dict``
-    Initial hyperparameters; ``hypers["gamma"][site]`` holds the effective prior variance of every
-    switch group, ``(cell_type, edge)`` / ``(cell_type, edge, op)``.
+``init_hypers(space, *, <options with defaults>, cell_type_index=None) -> dict``
+    Initial hyperparameters. The keyword parameters other than ``space`` and
+    ``cell_type_index`` are the prior's options (:func:`prior_options`), their defaults the
+    defaults. ``hypers["gamma"][site]`` holds the prior variance of every switch group,
+    ``(cell_type, edge)`` / ``(cell_type, edge, op)``, where the prior has one.
 ``model(net, x, y, hypers, num_data) -> None``
-    The Pyro model: the switch sites and the ``obs`` site (a scaled minibatch).
+    The Pyro model: ``pyro.sample`` of the switch sites under the switch plates, then the
+    ``obs`` site (a scaled minibatch); :mod:`pyronas.models.common` holds the shared pieces.
+``SITES`` (optional, default ``("edge_switch", "op_switch")``)
+    Names of the switch sample sites.
+``site_gamma(hypers, site) -> Tensor`` (optional, default: ``hypers["gamma"]`` per switch)
+    Prior variance of every switch, what the engine prunes on.
+``effective_gamma(hypers) -> dict`` (optional, default: ``hypers["gamma"]`` as it is)
+    Effective prior variances per site, recomputed after every hyperparameter update.
 ``update_hypers(posterior, hypers) -> dict`` (optional)
-    Closed-form type-II update from a diagonal Laplace posterior.
+    Closed-form type-II update from a diagonal Laplace posterior; without it the engine
+    follows the evidence gradient of the entries named in ``hypers["learnable"]``.
 ``map_penalty(switches, hypers) -> Tensor`` (optional)
-    Scalar MAP surrogate added to the mean minibatch loss (ARD-type priors).
-``effective_gamma(hypers) -> dict`` (optional)
-    Effective prior variances per site, recomputed after gradient updates of the entries named
-    in ``hypers["learnable"]``.
+    Scalar MAP surrogate added to the mean minibatch loss (ARD-type priors); without it the
+    MAP objective uses the model's log prior.
+``map_proximal(switches, hypers, step) -> dict`` (optional)
+    Proximal map of ``step * map_penalty`` (proximal SGD).
 
-Use :func:`load_prior` to get a validated module and :func:`list_priors` for the built-in names.
+Use :func:`load_prior` to get a validated module with the defaults filled in,
+:func:`list_priors` for the built-in names and :func:`prior_options` /
+:func:`check_prior_options` for a prior's options.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
+import numbers
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_prior", "list_priors", "validate_prior", "REQUIRED", "OPTIONAL"]
+__all__ = [
+    "load_prior",
+    "list_priors",
+    "validate_prior",
+    "prior_options",
+    "check_prior_options",
+    "REQUIRED",
+    "OPTIONAL",
+    "SHARED_MODULES",
+]
 
-REQUIRED: tuple[str, ...] = ("SITES", "init_hypers", "model")
+REQUIRED: tuple[str, ...] = ("init_hypers", "model")
 """Names every prior file must define."""
 
 OPTIONAL: tuple[str, ...] = (
@@ -44,14 +67,30 @@ OPTIONAL: tuple[str, ...] = (
     "effective_gamma",
     "site_gamma",
 )
-"""Functions a prior file may define; they must be callable when present."""
+"""Functions a prior file may define; they must be callable when present. ``SITES``,
+``site_gamma`` and ``effective_gamma`` default to :data:`pyronas.models.common.DEFAULTS`."""
+
+SHARED_MODULES: frozenset[str] = frozenset({"common"})
+"""Modules in this folder that are not priors (the shared building blocks)."""
+
+NOT_OPTIONS: tuple[str, ...] = ("space", "cell_type_index")
+"""Parameters of ``init_hypers`` that are not options of the prior."""
 
 _HERE = Path(__file__).resolve().parent
 
 
 def list_priors() -> list[str]:
-    """Names of the built-in prior files (``.py`` files here not starting with ``_``)."""
-    return sorted(p.stem for p in _HERE.glob("*.py") if not p.stem.startswith("_"))
+    """Names of the built-in prior files (``.py`` files here, not private, not shared)."""
+    return sorted(
+        p.stem
+        for p in _HERE.glob("*.py")
+        if not p.stem.startswith("_") and p.stem not in SHARED_MODULES
+    )
+
+
+def _option_parameters(init_hypers: Any) -> list[inspect.Parameter]:
+    params = list(inspect.signature(init_hypers).parameters.values())
+    return [p for p in params[1:] if p.name not in NOT_OPTIONS]
 
 
 def validate_prior(module: ModuleType, origin: str | None = None) -> ModuleType:
@@ -72,11 +111,28 @@ def validate_prior(module: ModuleType, origin: str | None = None) -> ModuleType:
         isinstance(sites, (tuple, list)) and sites and all(isinstance(s, str) for s in sites)
     ):
         problems.append(f"SITES must be a non-empty tuple of site names, got {sites!r}")
-    for name in ("init_hypers", "model", *OPTIONAL):
+    for name in (*REQUIRED, *OPTIONAL):
         if hasattr(module, name) and not callable(getattr(module, name)):
             problems.append(f"{name} is not callable")
+    init = getattr(module, "init_hypers", None)
+    if callable(init):
+        for param in _option_parameters(init):
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                problems.append(f"init_hypers takes *{param.name}: name every option")
+            elif param.default is param.empty:
+                problems.append(f"init_hypers option {param.name!r} has no default")
     if problems:
         raise ValueError(f"prior file {where} does not follow the contract: {'; '.join(problems)}")
+    return module
+
+
+def _with_defaults(module: ModuleType) -> ModuleType:
+    """Give ``module`` the shared default of every optional entry it leaves out."""
+    from pyronas.models.common import DEFAULTS
+
+    for name, default in DEFAULTS.items():
+        if not hasattr(module, name):
+            setattr(module, name, default)
     return module
 
 
@@ -91,7 +147,8 @@ def load_prior(name_or_path: str | Path) -> ModuleType:
     Returns
     -------
     ModuleType
-        The validated module.
+        The validated module; ``SITES``, ``site_gamma`` and ``effective_gamma`` are set to the
+        defaults of :mod:`pyronas.models.common` where the file does not define them.
 
     Raises
     ------
@@ -103,7 +160,8 @@ def load_prior(name_or_path: str | Path) -> ModuleType:
     if not is_path:
         if text not in list_priors():
             raise ValueError(f"unknown prior {text!r}; known: {list_priors()} or a path to a .py")
-        return validate_prior(importlib.import_module(f"{__name__}.{text}"))
+        module = importlib.import_module(f"{__name__}.{text}")
+        return _with_defaults(validate_prior(module))
 
     path = Path(text).expanduser()
     if not path.is_file():
@@ -122,4 +180,61 @@ def load_prior(name_or_path: str | Path) -> ModuleType:
         del sys.modules[module_name]
         raise ValueError(f"prior file {text!r} failed to import: {exc}") from exc
     logger.info("loaded prior file %s", path)
-    return validate_prior(module, origin=str(path))
+    return _with_defaults(validate_prior(module, origin=str(path)))
+
+
+def _as_prior(prior: ModuleType | str | Path) -> ModuleType:
+    return load_prior(prior) if isinstance(prior, (str, Path)) else prior
+
+
+def prior_options(prior: ModuleType | str | Path) -> dict[str, Any]:
+    """The options of a prior and their defaults, in the order of ``init_hypers``.
+
+    Parameters
+    ----------
+    prior
+        A prior module (from :func:`load_prior`), a built-in name or a path to a prior file.
+
+    Returns
+    -------
+    dict
+        ``{option: default}``: the keyword parameters of ``init_hypers`` other than ``space``
+        and ``cell_type_index``, e.g. ``{"scale_edge": 0.05, "scale_op": 0.05}`` for
+        ``laplace``.
+    """
+    return {p.name: p.default for p in _option_parameters(_as_prior(prior).init_hypers)}
+
+
+def check_prior_options(prior: ModuleType | str | Path, options: Mapping[str, Any]) -> None:
+    """Raise a ``ValueError`` unless every entry of ``options`` is an option of ``prior``.
+
+    Parameters
+    ----------
+    prior
+        A prior module, a built-in name or a path to a prior file.
+    options
+        ``{option: value}``, e.g. from ``prior: {name: laplace, options: {scale_edge: 0.1}}``.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown option and the valid ones, or an option whose value is not a number
+        where its default is one (an integer where the default is an integer).
+    """
+    module = _as_prior(prior)
+    valid = prior_options(module)
+    label = module.__name__.removeprefix(f"{__name__}.")
+    for key, value in options.items():
+        if key not in valid:
+            names = ", ".join(valid) or "none"
+            raise ValueError(f"prior {label!r} has no option {key!r}; its options: {names}")
+        default = valid[key]
+        if isinstance(default, bool) or not isinstance(default, numbers.Real):
+            continue
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not is_number or (isinstance(default, numbers.Integral) and value != int(value)):
+            kind = "an integer" if isinstance(default, numbers.Integral) else "a number"
+            raise ValueError(
+                f"prior {label!r} option {key!r} must be {kind} (default {default!r}), "
+                f"got {value!r}"
+            )

@@ -22,79 +22,81 @@ Generative story, for cell ``c`` of type ``t = t(c)``, edge ``e = (i -> j)`` and
 
 An edge whose variance goes to 0 therefore turns off all its ops, and a node whose incoming ops
 are all off turns off every edge leaving it (the dependency of Proposition 1 of the paper).
+Before the first type-II update there are no own estimates yet (``gamma_own`` is ``None``) and
+every switch has the starting variance 1 (the BayesNAS start); the hierarchy acts from the first
+update on.
 
 Type-II update (:func:`update_hypers`), from a diagonal Laplace posterior with curvature ``H``
 of the mean minibatch loss: ``Ht = H * curvature_multiplier / lambda_site``, then per switch
 ``alpha = Ht / (1 + gammaeff Ht)``, per group ``g = (t, e[, k])``
 ``omega_g = sqrt(sum_{c in g} alpha_c)`` and ``gamma_g = ||s_g||_2 / omega_g`` (see
-:mod:`pyronas.inference.ard_update`), and finally the effective variances above.
+:mod:`pyronas.inference.ard_update`), and finally the effective variances above, iterated with
+the group lasso to its fixed point (at most ``ard_iterations`` rounds).
 
 MAP surrogate (:func:`map_penalty`): ``sum_g lambda_g omega_g ||s_g||_2``, the reweighted group
 lasso added to the mean minibatch loss (the BayesNAS MAP step).
 
 Hyperparameter dict (all tensors float64 on the CPU, ``T`` cell types, ``E`` edges, ``K`` ops):
 
-* ``gamma[site]``: effective prior variances, ``(T, E)`` for ``edge_switch`` and ``(T, E, K)``
-  for ``op_switch``; what :func:`model` uses and what the engine prunes on.
-* ``gamma_own[site]``: the own variances ``gamma^0`` / ``gamma^k`` before the hierarchy.
+* ``gamma_own[site]``: the own variances ``gamma^0`` / ``gamma^k``, ``(T, E)`` / ``(T, E, K)``;
+  ``None`` before the first update.
+* ``gamma[site]``: the effective variances, same shapes: what :func:`model` samples from before
+  the first update (1) and a cache of the hierarchy of ``gamma_own`` after it (the engine prunes
+  on it).
 * ``omega[site]``: group-lasso weights, same shapes.
-* ``lambda[site]``: float, ``lambda_edge`` / ``lambda_op``.
+* ``lambda[site]``: float, ``lambda_edge`` / ``lambda_op``; ``ard_iterations``: int.
 * ``curvature_multiplier``: float multiplying the curvature (1.0: mean minibatch loss; the batch
   size reproduces the summed per-sample curvature of the original BayesNAS code, whose
   lambda values 0.005-0.01 assume it).
 * ``edges``: per cell type (in ``space.cell_types`` order) the ``(src, dst)`` edges;
   ``num_inputs``: the number of cell inputs (nodes with no dependency).
-* ``space``, ``num_cell_types``, ``num_edges``, ``num_ops``: sizes; ``cell_type_index``:
-  ``None`` for tied switches, else ``(cell,)`` mapping each cell to its type.
-* ``learnable``: ``[]`` (nothing learned by gradient; the update is closed form).
-
-At initialisation every ``gamma`` and ``omega`` is 1 (the hierarchy starts acting at the first
-update).
+* the entries of :func:`pyronas.models.common.base_hypers` (sizes, ``cell_type_index``,
+  ``learnable == []``: the update is closed form).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pyro
 import torch
 from torch import Tensor
 
-from pyronas.models._common import (
-    SITES,
+from pyronas.models.common import (
     ard_fixed_point_update,
     base_hypers,
     filled,
-    gaussian_switch_prior,
+    gaussian,
     group_lasso,
     group_soft_threshold,
     observe,
-    sample_switches,
-    site_gamma,
-    to_switches,
+    per_switch,
+    positive,
+    switch_plates,
 )
 from pyronas.space import SearchSpace
 
 __all__ = [
-    "site_gamma",
-    "SITES",
     "init_hypers",
     "model",
+    "hierarchy",
+    "apply_hierarchy",
     "update_hypers",
     "map_penalty",
     "map_proximal",
-    "effective_gamma",
-    "apply_hierarchy",
 ]
 
 
 def init_hypers(
     space: SearchSpace,
+    *,
     lambda_edge: float = 0.02,
     lambda_op: float = 0.02,
     curvature_multiplier: float = 1.0,
+    ard_iterations: int = 2000,
     cell_type_index: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Initial hyperparameters: every ``gamma`` and ``omega`` equal to 1.
+    """Initial hyperparameters: every variance and ``omega`` equal to 1, no own estimates yet.
 
     Parameters
     ----------
@@ -104,25 +106,25 @@ def init_hypers(
         Group-lasso strengths of edge and op switches (the data precision is divided by them).
     curvature_multiplier
         Factor on the curvature of the mean loss (1.0, or the batch size for the authors' scale).
+    ard_iterations
+        Most rounds of the fixed-point update (1: the single step of the original update).
     cell_type_index
         ``None`` for tied switches; for untied switches the net's ``cell_type_index`` ``(cell,)``.
     """
-    hypers = base_hypers(space, cell_type_index)
-    hypers.update(
-        gamma=filled(space, 1.0),
-        gamma_own=filled(space, 1.0),
-        omega=filled(space, 1.0),
-        curvature_multiplier=float(curvature_multiplier),
-        edges=tuple(tuple(space.edges[t]) for t in space.cell_types),
-        num_inputs=space.num_inputs,
-    )
-    hypers["lambda"] = {"edge_switch": float(lambda_edge), "op_switch": float(lambda_op)}
-    return hypers
-
-
-def effective_gamma(hypers: dict[str, Any]) -> dict[str, Tensor]:
-    """The effective prior variances per site (stored in ``hypers["gamma"]``)."""
-    return dict(hypers["gamma"])
+    if int(ard_iterations) != ard_iterations or ard_iterations < 1:
+        raise ValueError(f"ard_iterations must be an integer of at least 1, got {ard_iterations!r}")
+    return {
+        **base_hypers(space, cell_type_index),
+        "gamma": filled(space, 1.0),
+        "gamma_own": None,
+        "omega": filled(space, 1.0),
+        "lambda": {"edge_switch": positive("lambda_edge", lambda_edge),
+                   "op_switch": positive("lambda_op", lambda_op)},
+        "curvature_multiplier": positive("curvature_multiplier", curvature_multiplier),
+        "ard_iterations": int(ard_iterations),
+        "edges": tuple(tuple(space.edges[t]) for t in space.cell_types),
+        "num_inputs": space.num_inputs,
+    }
 
 
 def model(net: Any, x: Tensor, y: Tensor | None, hypers: dict[str, Any], num_data: int) -> None:
@@ -140,13 +142,20 @@ def model(net: Any, x: Tensor, y: Tensor | None, hypers: dict[str, Any], num_dat
     num_data
         Size of the data set the batch is drawn from.
     """
+    own = hypers["gamma_own"]  # None before the first type-II update: every variance is 1
+    gamma = hypers["gamma"] if own is None else hierarchy(own, hypers)
+    with switch_plates(net, hypers):  # (cell_type or cell, edge)
+        edge = pyro.sample("edge_switch", gaussian(per_switch(gamma["edge_switch"], net, x)))
+        op = pyro.sample("op_switch", gaussian(per_switch(gamma["op_switch"], net, x)).to_event(1))
+    observe(net, x, y, edge, op, num_data)
 
-    def prior(site: str, index: Tensor | None, dtype: torch.dtype, device: torch.device) -> Any:
-        gamma = to_switches(hypers["gamma"][site], index).to(dtype=dtype, device=device)
-        return gaussian_switch_prior(gamma)
 
-    switches = sample_switches(net, x, prior)
-    observe(net, x, y, switches, num_data)
+def hierarchy(own: dict[str, Tensor], hypers: dict[str, Any]) -> dict[str, Tensor]:
+    """Effective variances per site from the own ones (:func:`apply_hierarchy` on the cells)."""
+    edge, op = apply_hierarchy(
+        own["edge_switch"], own["op_switch"], hypers["edges"], hypers["num_inputs"]
+    )
+    return {"edge_switch": edge, "op_switch": op}
 
 
 def _parallel(a: Tensor, b: Tensor) -> Tensor:
@@ -209,28 +218,22 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        New hyperparameters with updated ``gamma``, ``gamma_own`` and ``omega``.
+        New hyperparameters with updated ``gamma_own``, ``gamma`` (their hierarchy) and
+        ``omega``.
     """
-
-    def hierarchy(own: dict[str, Tensor]) -> dict[str, Tensor]:
-        eff_edge, eff_op = apply_hierarchy(
-            own["edge_switch"], own["op_switch"], hypers["edges"], hypers["num_inputs"]
-        )
-        return {"edge_switch": eff_edge, "op_switch": eff_op}
-
-    own, effective, omega = ard_fixed_point_update(posterior, hypers, hierarchy)
-    new = dict(hypers)
-    new["gamma"] = effective
-    new["gamma_own"] = own
-    new["omega"] = omega
-    return new
-
-
-def map_proximal(switches: dict[str, Tensor], hypers: dict[str, Any], step: float) -> dict:
-    """Proximal step of :func:`map_penalty` (group soft-threshold) for proximal SGD."""
-    return group_soft_threshold(switches, hypers, step)
+    own, effective, omega = ard_fixed_point_update(
+        posterior, hypers, lambda own: hierarchy(own, hypers)
+    )
+    return {**hypers, "gamma_own": own, "gamma": effective, "omega": omega}
 
 
 def map_penalty(switches: dict[str, Tensor], hypers: dict[str, Any]) -> Tensor:
     """Reweighted group lasso ``sum_site lambda_site sum_g omega_g ||s_g||_2`` (scalar)."""
     return group_lasso(switches, hypers)
+
+
+def map_proximal(
+    switches: dict[str, Tensor], hypers: dict[str, Any], step: float
+) -> dict[str, Tensor]:
+    """Proximal step of :func:`map_penalty` (group soft-threshold) for proximal SGD."""
+    return group_soft_threshold(switches, hypers, step)

@@ -28,9 +28,8 @@ Hyperparameter dict (tensors float64 on the CPU, ``T`` cell types, ``E`` edges, 
 * ``log_lam[site]``: ``(T, E)`` / ``(T, E, K)`` log local scales.
 * ``gamma[site]``: effective variances ``tau^2 lam^2``, shapes of ``log_lam`` (detached copy).
 * ``tau0``: float, scale of the half-Cauchy on ``tau``.
-* ``learnable``: ``["log_tau", "log_lam"]``: keys whose per-site tensors the engine optimises.
-* ``space``, ``num_cell_types``, ``num_edges``, ``num_ops``, ``cell_type_index`` (``None`` tied,
-  else ``(cell,)``).
+* ``learnable``: ``["log_tau", "log_lam"]``: keys whose per-site tensors the engine optimises;
+  the other entries of :func:`pyronas.models.common.base_hypers`.
 
 Initialisation: ``tau = lam = 1``, so ``gamma = 1`` as for the ARD priors.
 """
@@ -44,24 +43,25 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from pyronas.models._common import (
+from pyronas.models.common import (
     HYPER_DTYPE,
     SITES,
     base_hypers,
     filled,
-    gaussian_switch_prior,
+    gaussian,
     observe,
-    sample_switches,
-    site_gamma,
-    to_switches,
+    per_switch,
+    positive,
+    switch_plates,
 )
 from pyronas.space import SearchSpace
 
-__all__ = ["SITES", "init_hypers", "model", "effective_gamma", "site_gamma", "log_hyperprior"]
+__all__ = ["init_hypers", "model", "effective_gamma", "variance", "log_hyperprior"]
 
 
 def init_hypers(
     space: SearchSpace,
+    *,
     tau0: float = 1.0,
     cell_type_index: Tensor | None = None,
 ) -> dict[str, Any]:
@@ -76,21 +76,33 @@ def init_hypers(
     cell_type_index
         ``None`` for tied switches; for untied switches the net's ``cell_type_index`` ``(cell,)``.
     """
-    if not tau0 > 0:
-        raise ValueError(f"tau0 must be positive, got {tau0}")
-    hypers = base_hypers(space, cell_type_index)
     num_types = len(space.cell_types)
-    hypers.update(
-        log_tau={site: torch.zeros(num_types, dtype=HYPER_DTYPE) for site in SITES},
-        log_lam=filled(space, 0.0),
-        tau0=float(tau0),
-        learnable=["log_tau", "log_lam"],
-    )
+    hypers = {
+        **base_hypers(space, cell_type_index),
+        "log_tau": {site: torch.zeros(num_types, dtype=HYPER_DTYPE) for site in SITES},
+        "log_lam": filled(space, 0.0),
+        "tau0": positive("tau0", tau0),
+        "learnable": ["log_tau", "log_lam"],
+    }
     hypers["gamma"] = effective_gamma(hypers)
     return hypers
 
 
-def _variance(hypers: dict[str, Any], site: str) -> Tensor:
+def model(net: Any, x: Tensor, y: Tensor | None, hypers: dict[str, Any], num_data: int) -> None:
+    """Pyro model: horseshoe prior on the switches, categorical likelihood on the batch.
+
+    Parameters as in :func:`pyronas.models.hard.model`. Gradients flow from the log joint to
+    ``hypers["log_tau"]`` and ``hypers["log_lam"]`` when they require grad.
+    """
+    pyro.factor("hyperprior", per_switch(log_hyperprior(hypers), net, x))  # tau, lam half-Cauchy
+    gamma = {site: variance(hypers, site) for site in SITES}  # tau^2 lam^2
+    with switch_plates(net, hypers):  # (cell_type or cell, edge)
+        edge = pyro.sample("edge_switch", gaussian(per_switch(gamma["edge_switch"], net, x)))
+        op = pyro.sample("op_switch", gaussian(per_switch(gamma["op_switch"], net, x)).to_event(1))
+    observe(net, x, y, edge, op, num_data)
+
+
+def variance(hypers: dict[str, Any], site: str) -> Tensor:
     """``tau^2 lam^2`` per group ``(T, E[, K])``, differentiable in the logs."""
     log_tau = hypers["log_tau"][site]
     log_lam = hypers["log_lam"][site]
@@ -100,7 +112,7 @@ def _variance(hypers: dict[str, Any], site: str) -> Tensor:
 
 def effective_gamma(hypers: dict[str, Any]) -> dict[str, Tensor]:
     """Effective prior variances ``tau^2 lam^2`` per site (detached)."""
-    return {site: _variance(hypers, site).detach().clone() for site in SITES}
+    return {site: variance(hypers, site).detach().clone() for site in SITES}
 
 
 def log_hyperprior(hypers: dict[str, Any]) -> Tensor:
@@ -112,20 +124,3 @@ def log_hyperprior(hypers: dict[str, Any]) -> Tensor:
             cauchy = dist.HalfCauchy(torch.tensor(scale, dtype=log_scale.dtype))
             total = total + (cauchy.log_prob(log_scale.exp()) + log_scale).sum()
     return total
-
-
-def model(net: Any, x: Tensor, y: Tensor | None, hypers: dict[str, Any], num_data: int) -> None:
-    """Pyro model: horseshoe prior on the switches, categorical likelihood on the batch.
-
-    Parameters as in :func:`pyronas.models.hard.model`. Gradients flow from the log joint to
-    ``hypers["log_tau"]`` and ``hypers["log_lam"]`` when they require grad.
-    """
-    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    pyro.factor("hyperprior", log_hyperprior(hypers).to(dtype=dtype, device=x.device))
-
-    def prior(site: str, index: Tensor | None, dtype: torch.dtype, device: torch.device) -> Any:
-        variance = to_switches(_variance(hypers, site), index).to(dtype=dtype, device=device)
-        return gaussian_switch_prior(variance)
-
-    switches = sample_switches(net, x, prior)
-    observe(net, x, y, switches, num_data)

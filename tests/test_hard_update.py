@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pyronas.models import ard, hard
+from pyronas.models.common import SITES
 from pyronas.space import get_space
 
 F64 = torch.float64
@@ -118,7 +119,7 @@ def test_update_by_hand_and_curvature_multiplier():
     # ... which is the same as dividing lambda by the batch size.
     hypers_small = hard.init_hypers(space, lambda_edge=lam / 18, lambda_op=lam / 18)
     new_small = hard.update_hypers(post, _one_step(hypers_small))
-    for site in hard.SITES:
+    for site in SITES:
         assert torch.allclose(new18["gamma"][site], new_small["gamma"][site])
         assert torch.allclose(new18["omega"][site], new_small["omega"][site])
     # And the input hypers are untouched.
@@ -170,9 +171,10 @@ def test_update_rejects_wrong_shapes():
 def test_ard_prior_has_no_hierarchy():
     space = get_space("nb201")
     post = _constant_posterior(space, mean=0.5, curvature=0.02)
-    new = ard.update_hypers(post, _one_step(ard.init_hypers(space, 0.01, 0.01)))
+    hypers = ard.init_hypers(space, lambda_edge=0.01, lambda_op=0.01)
+    new = ard.update_hypers(post, _one_step(hypers))
     own = 0.5 / math.sqrt(2 / 3)
-    for site in ard.SITES:
+    for site in SITES:
         assert torch.allclose(new["gamma"][site], torch.full_like(new["gamma"][site], own))
 
 
@@ -241,7 +243,8 @@ def test_flat_ard_prior_keeps_a_switch_iff_its_removal_costs_more_than_lambda():
     curv = {k: 0.1 * torch.rand(v.shape, generator=gen, dtype=F64) for k, v in mean.items()}
     kept_before = None
     for lam in (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1):
-        new = ard.update_hypers(_posterior(mean, curv), ard.init_hypers(space, lam, lam))
+        hypers = ard.init_hypers(space, lambda_edge=lam, lambda_op=lam)
+        new = ard.update_hypers(_posterior(mean, curv), hypers)
         kept = new["gamma"]["op_switch"] > 0
         assert torch.equal(kept, mean["op_switch"] ** 2 * curv["op_switch"] > lam)
         if kept_before is not None:
@@ -253,7 +256,7 @@ def test_hard_fixed_point_prunes_ops_of_a_dead_edge_and_outputs_of_a_dead_node()
     space = get_space("nb201")  # edges: 0->1, 0->2, 1->2, 0->3, 1->3, 2->3
     post = _constant_posterior(space, mean=1.0, curvature=1.0)
     post.mean["edge_switch"][0, 0] = 0.01  # edge 0 -> 1 is worthless: node 1 loses its input
-    new = hard.update_hypers(post, hard.init_hypers(space, 0.01, 0.01))
+    new = hard.update_hypers(post, hard.init_hypers(space, lambda_edge=0.01, lambda_op=0.01))
     gamma = new["gamma"]
     assert gamma["edge_switch"][0, 0] == 0 and torch.all(gamma["op_switch"][0, 0] == 0)
     for e in (2, 4):  # edges out of node 1

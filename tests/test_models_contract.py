@@ -20,7 +20,8 @@ from pyronas.space import get_space
 
 MODELS_DIR = Path(models.__file__).resolve().parent
 PRIOR_FILES = sorted(
-    p for p in MODELS_DIR.glob("*.py") if not p.stem.startswith("_")
+    p for p in MODELS_DIR.glob("*.py")
+    if not p.stem.startswith("_") and p.stem not in models.SHARED_MODULES
 )
 NUM_DATA = 50
 BATCH = 5
@@ -64,6 +65,9 @@ def prior(request):
 def test_builtin_priors_are_discovered():
     assert {"hard", "ard", "laplace", "horseshoe"} <= {p.stem for p in PRIOR_FILES}
     assert models.list_priors() == [p.stem for p in PRIOR_FILES]
+    assert "common" not in models.list_priors()
+    with pytest.raises(ValueError, match="unknown prior 'common'"):
+        models.load_prior("common")
 
 
 @pytest.mark.parametrize("space_name", ["bayesnas8", "nb201"])
@@ -160,7 +164,7 @@ def test_zero_variance_switches_are_masked():
     space = get_space("nb201")
     net = TinyNet(space, tied=True)
     hypers = prior.init_hypers(space)
-    hypers["gamma"]["edge_switch"][0, 1] = 0.0
+    hypers["gamma"]["edge_switch"][0, 1] = 0.0  # ard samples from gamma directly
     switches = {"edge_switch": torch.ones(net.edge_shape), "op_switch": torch.ones(net.op_shape)}
     switches["edge_switch"][0, 1] = 0.0
     trace = poutine.trace(poutine.condition(prior.model, data=switches)).get_trace(
