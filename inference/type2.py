@@ -101,20 +101,20 @@ class Type2Config:
         a proximal step after each SGD step (exact zeros) instead of its subgradient.
     """
 
-    t_max: int = 10
+    t_max: int = 6
     epochs_per_iter: int = 1
     lr: float = 0.025
     site_lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 1e-4
-    grad_clip: float | None = None
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
     backend: str = "ggn"
     curvature_batches: int = 4
     curvature_reduction: str = "mean"
     curvature_options: dict[str, Any] = field(default_factory=dict)
     likelihood: str = "categorical"
     noise_std: float = 1.0
-    threshold: float | None = 1e-4
+    threshold: float | None = 1e-3
     z_threshold: float | None = None
     schedule: str = "paper"
     warmup_fraction: float = 0.1

@@ -46,107 +46,17 @@ def _add_nb201(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
 
 
 def _search_parser(sub: argparse._SubParsersAction) -> None:
-    from pyronas.search import SEARCH_DEFAULTS
+    from pyronas.settings import add_search_flags
 
     p = sub.add_parser(
         "search",
         help="run an architecture search and write a run folder",
         description="Run BayesNAS (or a baseline strategy) on a supernet and write a run folder "
-        "with config.yaml, metrics.csv, the posterior, genotype.json and cell diagrams.",
+        "with config.yaml, metrics.csv, the posterior, genotype.json and cell diagrams. One flag "
+        "per setting (pyronas.settings); prior options with --prior-option KEY=VALUE.",
     )
     _add_config(p)
-    g = p.add_argument_group("what to search")
-    g.add_argument("--strategy", help="search strategy: bayesnas (default), darts1 / darts2 "
-                   "(DARTS first / second order), random (random search; random_mode ws or "
-                   "plain in --config)")
-    g.add_argument(
-        "--prior",
-        help="prior model: a name in models/ (hard, ard, laplace, "
-        "horseshoe) or a path to a model file (default hard)",
-    )
-    g.add_argument("--space", help="search space: bayesnas8, darts or nb201 (default bayesnas8)")
-    g.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagenet (default digits)")
-    g.add_argument("--data-dir", dest="data_dir", help="folder holding the data set files")
-    g.add_argument(
-        "--train-size",
-        dest="train_size",
-        type=int,
-        help="subsample the official training set to this many images (stratified)",
-    )
-    g.add_argument(
-        "--image-size",
-        dest="image_size",
-        type=int,
-        help="resize images to this side length once at load time",
-    )
-    g = p.add_argument_group("BayesNAS")
-    g.add_argument("--curvature", help="curvature backend: ggn (default), fisher, exact, layerwise")
-    g.add_argument(
-        "--lambda-edge",
-        dest="lambda_edge",
-        type=float,
-        help="price of an edge: keep an edge whose removal would raise the mean training loss "
-        f"by more than lambda / 2 nats (default {SEARCH_DEFAULTS['lambda_edge']})",
-    )
-    g.add_argument(
-        "--lambda-op",
-        dest="lambda_op",
-        type=float,
-        help="price of an op, as --lambda-edge; larger values keep fewer ops "
-        f"(default {SEARCH_DEFAULTS['lambda_op']})",
-    )
-    g.add_argument(
-        "--z-select",
-        dest="z_select",
-        type=float,
-        help="the genotype also needs a posterior |mean| / sd of at least this (default: off "
-        "for the hard and ard priors, 2 for the others; 0 turns it off)",
-    )
-    g.add_argument(
-        "--t-max",
-        dest="t_max",
-        type=int,
-        help="number of type-II iterations (MAP epoch + Laplace + update)",
-    )
-    g.add_argument(
-        "--schedule",
-        help="paper (one epoch then update, T_max times) or released "
-        "(warm-up on 10%% with switches frozen, switch epoch on 90%%, one update)",
-    )
-    g.add_argument(
-        "--threshold",
-        type=float,
-        help="prune a switch when its prior variance gamma falls below this",
-    )
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, help="MAP epochs per type-II iteration")
-    g.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
-    g.add_argument("--lr", type=float, help="SGD step of the network weights")
-    g.add_argument("--switch-lr", dest="switch_lr", type=float, help="SGD step of the switches")
-    g.add_argument(
-        "--grad-clip",
-        dest="grad_clip",
-        type=float,
-        help="clip the gradient norm of the weights and, separately, of the switches",
-    )
-    g.add_argument("--channels", type=int, help="initial channels C of the supernet")
-    g.add_argument("--layers", type=int, help="number of cells of the supernet")
-    g.add_argument("--seed", type=int, help="random seed")
-    g.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
-    g.add_argument("--out", type=Path, help="run folder to write (default runs/search-<time>)")
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        default=None,
-        help="continue the run in --out from its last checkpoint",
-    )
-    g.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        default=None,
-        help="hide progress bars",
-    )
+    add_search_flags(p)
     _add_nb201(p.add_argument_group("NAS-Bench-201 lookup (nb201 space)"))
     p.set_defaults(handler=_cmd_search)
 
@@ -256,13 +166,11 @@ def _overrides(args: argparse.Namespace, skip: Sequence[str] = ()) -> dict[str, 
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from pyronas.search import run_search_cli
+    from pyronas.dispatch import run_search_cli
+    from pyronas.settings import flag_overrides
 
     return run_search_cli(
-        args.config,
-        _overrides(args, skip=("nb201", "nb201_epochs")),
-        nb201=args.nb201,
-        nb201_epochs=args.nb201_epochs,
+        args.config, flag_overrides(args), nb201=args.nb201, nb201_epochs=args.nb201_epochs
     )
 
 

@@ -40,8 +40,10 @@ __all__ = [
     "merge_config",
     "package_versions",
     "parse_overrides",
+    "preset_layers",
     "preset_path",
     "save_resolved_config",
+    "suggest",
     "validate_config",
 ]
 
@@ -150,21 +152,32 @@ def preset_path(name: str | Path) -> Path:
     if candidate.is_file():
         return candidate
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    hint = _suggest(path.stem, known)
+    hint = suggest(path.stem, known)
     raise ConfigError(
         f"no config file {str(name)!r} and no preset of that name in {CONFIG_DIR}"
         f"{hint}; presets: {', '.join(known) or 'none'}"
     )
 
 
-def _suggest(key: str, known: Iterable[str]) -> str:
+def suggest(key: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'lr'?"`` for the closest known key, or ``""``."""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read one YAML mapping, following ``base`` first; drops ``run_info``."""
-    path = path.resolve()
+def preset_layers(
+    name: str | Path, seen: tuple[Path, ...] = ()
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The YAML mappings of a config file (or preset) and its ``base`` chain, base first.
+
+    ``run_info`` and ``base`` are dropped from each mapping.
+
+    Returns
+    -------
+    list of (Path, dict)
+        ``(file, its keys)`` per file of the chain.
+    """
+    path = preset_path(name).resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular 'base' chain")
     try:
@@ -179,12 +192,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     data.pop("run_info", None)
     base = data.pop("base", None)
     if base is None:
-        return data
+        return [(path, data)]
     base_path = path.parent / str(base)
-    if not base_path.is_file():
-        base_path = preset_path(str(base))
-    merged = _read_yaml(base_path, (*seen, path))
-    merged.update(data)
+    return [*preset_layers(base_path if base_path.is_file() else str(base), (*seen, path)),
+            (path, data)]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """One flat mapping of a file and its ``base`` chain (later files override)."""
+    merged: dict[str, Any] = {}
+    for _, data in preset_layers(path):
+        merged.update(data)
     return merged
 
 
@@ -241,7 +259,7 @@ def validate_config(
         choices = RETRAIN_CHOICES if schema is RETRAIN_DEFAULTS else {}
     for key, value in cfg.items():
         if key not in schema:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key, schema)}")
+            raise ConfigError(f"unknown config key {key!r}{suggest(key, schema)}")
         default = schema[key]
         allowed = _FREE_TYPES.get(key)
         if allowed is None:
@@ -306,7 +324,7 @@ def load_config(
     """
     cfg = dict(schema)
     if path is not None:
-        data = _coerce(_read_yaml(preset_path(path)), schema)
+        data = _coerce(_read_yaml(path), schema)
         try:
             validate_config(data, schema)
         except ConfigError as exc:
@@ -348,13 +366,17 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
 
 
 def save_resolved_config(
-    cfg: Mapping[str, Any], run_dir: str | Path, argv: Iterable[str] | None = None
+    cfg: Mapping[str, Any],
+    run_dir: str | Path,
+    argv: Iterable[str] | None = None,
+    seed: int | None = None,
 ) -> Path:
     """Write ``run_dir/config.yaml``: the resolved config plus a ``run_info`` block.
 
     ``run_info`` holds the package versions (torch, pyro, numpy, python), the git SHA (None
-    outside a git checkout), the seed, the command line and the time. The file loads back with
-    :func:`load_config`.
+    outside a git checkout), the seed (``seed``, else ``cfg["seed"]``), the command line and the
+    time. The file loads back with :func:`load_config` (a search's nested settings with
+    :func:`pyronas.settings.load_search_settings`).
 
     Returns
     -------
@@ -368,7 +390,7 @@ def save_resolved_config(
     data["run_info"] = {
         "versions": package_versions(),
         "git_sha": git_sha(),
-        "seed": cfg.get("seed"),
+        "seed": cfg.get("seed") if seed is None else seed,
         "command": shlex.join(str(a) for a in argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

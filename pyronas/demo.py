@@ -28,7 +28,8 @@ DEMO_SEARCH = {
     "t_max": 4,
     "num_threads": 1,
 }
-"""Search settings of the demo (the rest are :data:`pyronas.search.SEARCH_DEFAULTS`)."""
+"""Search settings of the demo (flat keys; the rest are the defaults of
+:class:`pyronas.settings.SearchSettings`)."""
 
 DEMO_RETRAIN = {"epochs": 6, "num_threads": 1}
 """Overrides of the ``retrain_digits`` preset for the demo."""

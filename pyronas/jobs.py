@@ -10,6 +10,7 @@ GPU busy with small networks; ``deadline`` stops starting new jobs after that ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -66,14 +67,28 @@ def retrain_job(genotype: str, preset: str, overrides: dict[str, Any], out: str)
 def search_job(overrides: dict[str, Any]) -> Path:
     """Run one search (any strategy) into ``overrides['out']``; returns its ``genotype.json``.
 
-    Skipped when the genotype exists; a BayesNAS search resumes from its checkpoint.
+    ``overrides``: flat or nested settings (:mod:`pyronas.settings`). Skipped when the genotype
+    exists; a BayesNAS search resumes from its checkpoint.
     """
-    from pyronas.search import resolve_search_config, run_search
+    from pyronas.dispatch import run_strategy
+    from pyronas.settings import load_search_settings
 
-    out_dir = Path(overrides["out"])
+    settings = load_search_settings(None, overrides)
+    if settings.run.out is None:
+        raise ValueError("search_job needs a run folder: set out")
+    out_dir = Path(settings.run.out)
     genotype_path = out_dir / "genotype.json"
     if genotype_path.exists():
         return genotype_path
+    resume = (out_dir / "checkpoint.pt").exists() and settings.strategy.name == "bayesnas"
+    if out_dir.exists() and not resume:
+        # an unfinished baseline search restarts from scratch
+        for child in out_dir.iterdir():
+            if child.is_file():
+                child.unlink()
+    run = dataclasses.replace(settings.run, progress=False, resume=resume)
+    run_strategy(dataclasses.replace(settings, run=run), out_dir)
+    return genotype_path
     resume = (out_dir / "checkpoint.pt").exists() and overrides.get("strategy", "bayesnas") == (
         "bayesnas"
     )
@@ -82,13 +97,9 @@ def search_job(overrides: dict[str, Any]) -> Path:
         for child in out_dir.iterdir():
             if child.is_file():
                 child.unlink()
-    cfg = resolve_search_config(None, {**overrides, "progress": False, "resume": resume})
-    if cfg["strategy"] == "bayesnas":
-        run_search(cfg)
-    else:
-        from pyronas.strategies import STRATEGIES
-
-        STRATEGIES[cfg["strategy"]](cfg, out_dir)
+    settings = load_search_settings(None, overrides)
+    run = dataclasses.replace(settings.run, progress=False, resume=resume)
+    run_strategy(dataclasses.replace(settings, run=run), out_dir)
     return genotype_path
 
 

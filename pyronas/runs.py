@@ -93,3 +93,64 @@ def require_run_folder(path: Path, marker: str) -> Path:
             f"(found: {', '.join(present) or 'nothing'})"
         )
     return path
+
+
+# What a search run records
+# --------------------------------------------------------------------------------------------
+
+SECONDS_PER_DAY = 86400.0
+
+_SHORT_OPS = {
+    "sep_conv_3x3": "sep3",
+    "sep_conv_5x5": "sep5",
+    "dil_conv_3x3": "dil3",
+    "dil_conv_5x5": "dil5",
+    "max_pool_3x3": "max",
+    "avg_pool_3x3": "avg",
+    "skip_connect": "skip",
+    "nor_conv_1x1": "conv1",
+    "nor_conv_3x3": "conv3",
+}
+
+
+def compact_genotype(genotype: Any) -> str:
+    """One-line genotype for logs and ``metrics.csv``: ``normal[n0<-1:sep3+skip,...] ...``."""
+    parts = []
+    for cell_type in genotype.cell_types:
+        nodes = []
+        for j, pairs in enumerate(genotype.cell(cell_type)):
+            by_src: dict[int, list[str]] = {}
+            for op, src in pairs:
+                by_src.setdefault(src, []).append(_SHORT_OPS.get(op, op))
+            if by_src:
+                edges = ",".join(f"{s}:{'+'.join(ops)}" for s, ops in sorted(by_src.items()))
+                nodes.append(f"n{j}<-{edges}")
+        parts.append(f"{cell_type}[{' '.join(nodes)}]")
+    return " ".join(parts)
+
+
+def search_cost_gpu_days(seconds: float, device: str | torch.device | None) -> float | None:
+    """Search cost in GPU-days: ``seconds / 86400`` when ``device`` is a GPU, else ``None``.
+
+    Parameters
+    ----------
+    seconds
+        Wall time of the search.
+    device
+        ``"cuda"``, ``"cuda:0"``, a ``torch.device``, ``"cpu"``, ``None`` (unknown) ...
+    """
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"search seconds must be finite and >= 0, got {seconds}")
+    if device is None:
+        return None
+    kind = torch.device(device).type if not isinstance(device, str) else device.split(":")[0]
+    if kind not in ("cuda", "mps", "xpu"):
+        return None
+    return seconds / SECONDS_PER_DAY
+
+
+def device_description(device: torch.device) -> str:
+    """``"cuda (NVIDIA H100 ...)"`` for a GPU, ``"cpu"`` otherwise."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type

@@ -1,9 +1,12 @@
-"""BayesNAS search end to end: data -> supernet -> type-II loop -> posterior -> genotype.
+"""BayesNAS search end to end: settings -> run skeleton -> type-II loop -> posterior -> genotype.
 
-:func:`run_search` wires the NAS pieces (search space, supernet, data splits, a prior model file)
-to the generic engine :func:`pyronas.inference.type2.run_type2`, and writes a run folder (see
-``docs/contracts.md``): ``config.yaml``, ``metrics.csv`` (one row per type-II iteration),
-``posterior.pt``, ``genotype.json``, cell diagrams, ``posterior.nc`` and ``checkpoint.pt``.
+:func:`run_search` takes validated :class:`~pyronas.settings.SearchSettings`, prepares the run
+with :func:`pyronas.run_setup.prepare_run` (folder, seeds, device, data, supernet, loaders),
+runs the generic engine :func:`pyronas.inference.type2.run_type2` with the prior model file,
+and writes a run folder (see ``docs/contracts.md``): ``config.yaml``, ``metrics.csv`` (one row
+per type-II iteration), ``posterior.pt``, ``genotype.json``, cell diagrams, ``posterior.nc`` and
+``checkpoint.pt``. After each iteration :class:`IterationSteps` checks, scores, records,
+checkpoints and freezes what was pruned, one named step each.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,6 @@ import torch
 from torch import Tensor
 
 from pyronas.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from pyronas.config import load_config, save_resolved_config
-from pyronas.data import DataSplits, load_dataset, make_loader
 from pyronas.genotype import (
     Genotype,
     GenotypeError,
@@ -33,75 +35,46 @@ from pyronas.genotype import (
     to_darts_top2,
     to_nb201_string,
 )
-from pyronas.inference.type2 import Type2Config, Type2State, run_type2
+from pyronas.inference.type2 import Type2State, run_type2
 from pyronas.models import load_prior
-from pyronas.runs import MetricsCSV, atomic_write_text
-from pyronas.runtime import resolve_device, seed_everything
-from pyronas.space import SearchSpace, get_space
+from pyronas.run_setup import RunContext, prepare_run, refuse_existing_run, run_folder
+from pyronas.runs import atomic_write_text, compact_genotype, search_cost_gpu_days
+from pyronas.settings import (
+    SearchSettings,
+    flat_choices,
+    load_search_settings,
+    type2_config,
+)
+from pyronas.space import SearchSpace
 from pyronas.supernet import SuperNet
+from pyronas.supernet_eval import DeviceLoader, evaluate_supernet, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
-SEARCH_DEFAULTS: dict[str, Any] = {
-    "strategy": "bayesnas",
-    "prior": "hard",  # a file in models/ or a path to a model file
-    "space": "bayesnas8",
-    "dataset": "digits",
-    "data_dir": None,
-    "download": False,
-    "train_size": None,
-    "image_size": None,
-    # supernet
-    "channels": 8,
-    "layers": 5,
-    "tied": True,
-    # BayesNAS
-    "curvature": "ggn",  # ggn | fisher | exact | layerwise
-    "curvature_batches": 4,
-    "curvature_multiplier": 1.0,  # batch size reproduces the authors' summed curvature
-    "lambda_edge": 0.02,
-    "lambda_op": 0.02,
-    "t_max": 6,
-    "schedule": "paper",  # paper | released
-    "threshold": 1e-3,  # prune when gamma < threshold
-    "z_threshold": None,  # also prune during the search when |mean| / sd < z_threshold
-    "z_select": None,  # genotype needs |mean| / sd >= z_select (None: 2 for priors without a
-    # closed-form update, off for hard / ard; 0: off)
-    # training
-    "epochs": 1,  # MAP epochs per type-II iteration
-    "batch_size": 32,
-    "lr": 0.025,
-    "switch_lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 3e-4,
-    "grad_clip": 5.0,
-    "seed": 0,
-    "device": "auto",
-    "num_threads": None,
-    "progress": True,
-    "out": None,
-    "resume": False,
-    "bn_batches": 4,  # training batches that re-estimate batch-norm statistics per iteration
-    "posterior_draws": 25,  # per chain, for the ArviZ export
-    "loglik_batches": 1,  # validation batches of the ArviZ log likelihood
-    # baseline strategies (pyronas.strategies)
-    "search_epochs": 6,  # total epochs of DARTS / random search with weight sharing
-    "arch_lr": 3e-4,  # DARTS architecture Adam step
-    "arch_weight_decay": 1e-3,
-    "lr_min": 1e-3,  # DARTS cosine schedule floor
-    "alpha_init_std": 1e-3,
-    "random_mode": "ws",  # ws (weight sharing) | plain (random cell, no training)
-    "num_candidates": 20,  # cells scored by random search with weight sharing
-}
-"""Schema and defaults of a search (the digits demo settings)."""
+__all__ = [
+    "SEARCH_CHOICES",
+    "SEARCH_DEFAULTS",
+    "IterationSteps",
+    "SearchFailed",
+    "SearchResult",
+    "check_iteration",
+    "compact_genotype",
+    "derive_genotype",
+    "evaluate_supernet",
+    "live_masks",
+    "recalibrate_batchnorm",
+    "resolve_search_config",
+    "run_search",
+    "selection_z",
+    "top2_projection",
+]
 
-SEARCH_CHOICES: dict[str, tuple[Any, ...]] = {
-    "strategy": ("bayesnas", "darts1", "darts2", "random"),
-    "random_mode": ("ws", "plain"),
-    "space": ("bayesnas8", "darts", "nb201"),
-    "dataset": ("digits", "fashion-mnist", "cifar10", "imagenet"),
-    "schedule": ("paper", "released"),
-}
+SEARCH_DEFAULTS: dict[str, Any] = load_search_settings().flat()
+"""The default settings as a flat dict (one key per field, plus the default prior's options);
+the settings themselves are :class:`~pyronas.settings.SearchSettings`."""
+
+SEARCH_CHOICES: dict[str, tuple[Any, ...]] = flat_choices()
+"""Flat key -> its valid values, for the keys with a fixed set of them."""
 
 
 class SearchFailed(RuntimeError):
@@ -126,28 +99,15 @@ class SearchResult:
 
 
 def resolve_search_config(
-    config_path: str | Path | None, overrides: dict[str, Any] | None = None
+    config_path: str | Path | None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Defaults, then the YAML file, then the overrides; validated against the schema."""
-    from pyronas.config import validate_config
+    """Defaults, then the YAML file, then the overrides, validated; as a flat dict.
 
-    cfg = load_config(config_path, overrides, schema=SEARCH_DEFAULTS)
-    validate_config(cfg, SEARCH_DEFAULTS, SEARCH_CHOICES)
-    if cfg["out"] is not None:
-        cfg["out"] = str(cfg["out"])
-    return cfg
-
-
-def _init_hypers(prior: Any, space: SearchSpace, cfg: dict[str, Any], net: SuperNet) -> dict:
-    """Call the prior's ``init_hypers`` with the options it accepts."""
-    offered = {
-        "lambda_edge": cfg["lambda_edge"],
-        "lambda_op": cfg["lambda_op"],
-        "curvature_multiplier": cfg["curvature_multiplier"],
-        "cell_type_index": None if net.tied else net.cell_type_index,
-    }
-    params = inspect.signature(prior.init_hypers).parameters
-    return prior.init_hypers(space, **{k: v for k, v in offered.items() if k in params})
+    The flat view of :func:`pyronas.settings.load_search_settings` (one key per field plus the
+    prior's options), for scripts that edit configs as dicts; :func:`run_search` and the
+    strategies accept it as it is.
+    """
+    return load_search_settings(config_path, overrides).flat()
 
 
 def live_masks(
@@ -192,112 +152,18 @@ def derive_genotype(
     return derive(space, keep_edge, keep_op, cell_type_scores=scores if fallback else None)
 
 
-def compact_genotype(genotype: Genotype) -> str:
-    """One-line genotype for logs and metrics.csv: ``normal: n0<-1:sep3+skip,...``."""
-    short = {
-        "sep_conv_3x3": "sep3",
-        "sep_conv_5x5": "sep5",
-        "dil_conv_3x3": "dil3",
-        "dil_conv_5x5": "dil5",
-        "max_pool_3x3": "max",
-        "avg_pool_3x3": "avg",
-        "skip_connect": "skip",
-        "nor_conv_1x1": "conv1",
-        "nor_conv_3x3": "conv3",
-    }
-    parts = []
-    for cell_type in genotype.cell_types:
-        nodes = []
-        for j, pairs in enumerate(genotype.cell(cell_type)):
-            by_src: dict[int, list[str]] = {}
-            for op, src in pairs:
-                by_src.setdefault(src, []).append(short.get(op, op))
-            if by_src:
-                edges = ",".join(f"{s}:{'+'.join(ops)}" for s, ops in sorted(by_src.items()))
-                nodes.append(f"n{j}<-{edges}")
-        parts.append(f"{cell_type}[{' '.join(nodes)}]")
-    return " ".join(parts)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    net: torch.nn.Module, sites: dict[str, Tensor], batches: Any, device: torch.device
-) -> None:
-    """Re-estimate every batch norm's running statistics at the current weights and switches.
-
-    The curvature, the Laplace fit and the validation accuracy run the supernet in eval mode,
-    where batch norms use running statistics; after a few SGD steps the exponential moving
-    averages still remember the initial weights. This resets them and takes the exact average
-    of the batch statistics over ``batches`` (a forward pass each, no gradients).
-    """
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    was_training = net.training
-    net.train()
-    for x, _ in batches:
-        net(x.to(device), sites["edge_switch"].detach(), sites["op_switch"].detach())
-    net.train(was_training)
-    for m, momentum in zip(norms, saved, strict=True):
-        m.momentum = momentum
-
-
-@torch.no_grad()
-def evaluate_supernet(
-    net: SuperNet, sites: dict[str, Tensor], loader: Any, device: torch.device
-) -> float:
-    """Accuracy of the supernet with the given switches (eval mode)."""
-    was_training = net.training
-    net.eval()
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = net(x, sites["edge_switch"], sites["op_switch"])
-        correct += int((logits.argmax(1) == y).sum())
-        total += len(y)
-    net.train(was_training)
-    return correct / max(total, 1)
-
-
-def _loaders(splits: DataSplits, cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    pin = device.type == "cuda"
-    bs, seed = cfg["batch_size"], cfg["seed"]
-    loaders = {
-        "train": make_loader(splits.train, bs, shuffle=True, seed=seed, pin_memory=pin),
-        "search": make_loader(splits.search, bs, shuffle=True, seed=seed + 1, pin_memory=pin),
-        "val": make_loader(splits.val, 2 * bs, shuffle=False, seed=seed, pin_memory=pin),
-    }
-    if cfg["schedule"] == "released":
-        # the authors' schedule: warm-up on 10% of the training split, switches on the rest
-        n = len(splits.train)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        cut = max(1, n // 10)
-        warm = torch.utils.data.Subset(splits.train, order[:cut])
-        rest = torch.utils.data.Subset(splits.train, order[cut:])
-        loaders["warmup"] = make_loader(warm, bs, shuffle=True, seed=seed + 2, pin_memory=pin)
-        loaders["train"] = make_loader(rest, bs, shuffle=True, seed=seed, pin_memory=pin)
-    return loaders
-
-
-class _DeviceLoader:
-    """Moves each batch of a loader to a device (the engine moves x, y itself for MAP epochs,
-    but the curvature batches are used as given)."""
-
-    def __init__(self, loader: Any, device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
-    def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def __len__(self) -> int:
-        return len(self.loader)
+def _init_hypers(prior: Any, space: SearchSpace, settings: SearchSettings, net: SuperNet
+                 ) -> dict[str, Any]:
+    """The prior's ``init_hypers`` with its options (and ``cell_type_index`` for untied
+    switches, when it accepts one)."""
+    extra = {}
+    if "cell_type_index" in inspect.signature(prior.init_hypers).parameters:
+        extra["cell_type_index"] = None if net.tied else net.cell_type_index
+    return prior.init_hypers(space, **settings.prior.options, **extra)
 
 
 def _posterior_dict(
-    cfg: dict[str, Any],
+    settings: SearchSettings,
     space: SearchSpace,
     net: SuperNet,
     state: Type2State,
@@ -310,7 +176,7 @@ def _posterior_dict(
     return {
         "format": "pyronas-posterior/1",
         "space": space.name,
-        "prior": cfg["prior"],
+        "prior": settings.prior.name,
         "tied": net.tied,
         "cell_type_index": net.cell_type_index.cpu(),
         "num_data": num_data,
@@ -325,136 +191,103 @@ def _posterior_dict(
     }
 
 
-def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> SearchResult:
-    """Run a BayesNAS search with a resolved config (see :data:`SEARCH_DEFAULTS`).
-
-    Parameters
-    ----------
-    cfg
-        Resolved configuration (:func:`resolve_search_config`).
-    out_dir
-        Run folder; default ``cfg["out"]`` or ``runs/search-<time>``.
-
-    Raises
-    ------
-    ValueError
-        ``cfg["strategy"]`` names a baseline: those run through
-        :data:`pyronas.strategies.STRATEGIES`.
-    """
-    if cfg.get("strategy", "bayesnas") != "bayesnas":
-        raise ValueError(
-            f"run_search runs BayesNAS, but the config asks for strategy "
-            f"{cfg['strategy']!r}; call pyronas.strategies.STRATEGIES[{cfg['strategy']!r}]"
-        )
-    start = time.perf_counter()
-    out = Path(out_dir or cfg["out"] or time.strftime("runs/search-%Y%m%d-%H%M%S"))
+def _read_resume(settings: SearchSettings, out: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``run.resume``), or None for a new run; refuses a folder
+    that holds a run when not resuming, and a checkpoint of different settings."""
     checkpoint_path = out / "checkpoint.pt"
-    resume = None
-    if cfg["resume"]:
-        if not checkpoint_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint.pt in {out}; nothing to resume")
-        resume = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        differ = _config_difference(resume["config"], cfg)
-        if differ:
-            raise ValueError(
-                f"--resume: the checkpoint in {out} was written with a different config "
-                f"({', '.join(differ)}); start a new run folder or use the same options"
-            )
-    elif (out / "posterior.pt").exists() or checkpoint_path.exists():
-        raise FileExistsError(
-            f"{out} already holds a search run; pass --resume to continue it or choose "
-            "another --out (nothing was overwritten)"
+    if not settings.run.resume:
+        refuse_existing_run(out, ("posterior.pt", "checkpoint.pt"),
+                            "pass --resume to continue it or choose another --out")
+        return None
+    if not checkpoint_path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint.pt in {out}; nothing to resume")
+    resume = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    differ = _config_difference(resume["config"], settings)
+    if differ:
+        raise ValueError(
+            f"--resume: the checkpoint in {out} was written with a different config "
+            f"({', '.join(differ)}); start a new run folder or use the same options"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out)
-    if cfg["num_threads"]:
-        torch.set_num_threads(cfg["num_threads"])
-    seed_everything(cfg["seed"])
-    device = resolve_device(cfg["device"])
+    return resume
 
-    space = get_space(cfg["space"])
-    prior = load_prior(cfg["prior"])
-    splits = load_dataset(
-        cfg["dataset"],
-        data_dir=cfg["data_dir"],
-        download=cfg["download"],
-        seed=cfg["seed"],
-        train_size=cfg["train_size"],
-        image_size=cfg["image_size"],
-    )
-    net = SuperNet(
-        space,
-        C=cfg["channels"],
-        layers=cfg["layers"],
-        num_classes=splits.num_classes,
-        in_channels=splits.in_channels,
-        tied=cfg["tied"],
-    ).to(device)
-    hypers = _init_hypers(prior, space, cfg, net)
-    edge0, op0 = net.init_switches()
-    sites = {"edge_switch": edge0.to(device), "op_switch": op0.to(device)}
-    loaders = _loaders(splits, cfg, device)
-    num_data = len(loaders["train"].dataset)
 
-    metrics = MetricsCSV(out / "metrics.csv")
-    history: list[dict[str, Any]] = []
-    if resume is not None:
-        net.load_state_dict(resume["net"])
-        history = list(resume["history"])
-        metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
-        restore_rng_state(resume["rng"])
-        log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
+class IterationSteps:
+    """What happens after each type-II iteration, one method per step.
 
-    type2_cfg = Type2Config(
-        t_max=cfg["t_max"],
-        epochs_per_iter=cfg["epochs"],
-        lr=cfg["lr"],
-        site_lr=cfg["switch_lr"],
-        momentum=cfg["momentum"],
-        weight_decay=cfg["weight_decay"],
-        grad_clip=cfg["grad_clip"],
-        backend=cfg["curvature"],
-        curvature_batches=cfg["curvature_batches"],
-        threshold=cfg["threshold"],
-        z_threshold=cfg["z_threshold"],
-        schedule=cfg["schedule"],
-        progress=cfg["progress"],
-    )
+    :meth:`__call__` (the engine's callback) runs, in order: :meth:`check` (finite numbers),
+    :meth:`score` (batch norms recalibrated, validation accuracy, collapse check),
+    :meth:`current_genotype` (fails when a cell type lost every op), :meth:`record`
+    (``metrics.csv`` row and history), :meth:`report` (log line), :meth:`checkpoint` and
+    :meth:`freeze_pruned` (the next MAP epoch skips pruned ops). :meth:`before_curvature` runs
+    before each curvature and Laplace fit.
+    """
 
-    chance = 1.0 / splits.num_classes
-    best_acc = max([h.get("val_acc", 0.0) for h in history], default=0.0)
+    def __init__(self, ctx: RunContext, history: list[dict[str, Any]]) -> None:
+        assert ctx.net is not None and ctx.splits is not None
+        self.ctx, self.net, self.space = ctx, ctx.net, ctx.space
+        self.settings = ctx.settings
+        self.history = history
+        self.checkpoint_path = ctx.out / "checkpoint.pt"
+        self.num_classes = ctx.splits.num_classes
+        self.best_acc = max([h.get("val_acc", 0.0) for h in history], default=0.0)
 
-    def on_iteration(record: dict[str, Any], state: Type2State) -> None:
-        nonlocal best_acc
-        t = record["iteration"]
-        check_iteration(record, state, splits.num_classes, checkpoint_path)
-        if cfg["bn_batches"]:
-            # the statistics were taken before this iteration's pruning: take them again, or a
-            # supernet that just lost most of its ops scores near chance with stale statistics
-            batches = itertools.islice(loaders["train"], cfg["bn_batches"])
-            recalibrate_batchnorm(net, state.sites, batches, device)
-        val_acc = evaluate_supernet(net, state.sites, loaders["val"], device)
-        if best_acc >= 2 * chance and val_acc <= 1.5 * chance:
+    def __call__(self, record: dict[str, Any], state: Type2State) -> None:
+        self.check(record, state)
+        val_acc = self.score(record, state)
+        genotype = self.current_genotype(record, state)
+        row = self.record(record, state, val_acc, genotype)
+        self.report(row)
+        self.checkpoint(state)
+        self.freeze_pruned(state)
+
+    def check(self, record: dict[str, Any], state: Type2State) -> None:
+        """Raise :class:`SearchFailed` when the iteration's numbers cannot be trusted."""
+        check_iteration(record, state, self.num_classes, self.checkpoint_path)
+
+    def _recalibrate(self, state: Type2State) -> None:
+        batches = self.settings.training.bn_batches
+        if batches:
+            train = itertools.islice(self.ctx.loaders["train"], batches)
+            recalibrate_batchnorm(self.net, state.sites, train, self.ctx.device)
+
+    def score(self, record: dict[str, Any], state: Type2State) -> float:
+        """Validation accuracy of the supernet at the switches (batch norms re-estimated: the
+        statistics were taken before this iteration's pruning, and a supernet that just lost
+        most of its ops scores near chance with stale ones); a collapse to chance fails."""
+        self._recalibrate(state)
+        val_acc = evaluate_supernet(self.net, state.sites, self.ctx.loaders["val"],
+                                    self.ctx.device)
+        chance = 1.0 / self.num_classes
+        if self.best_acc >= 2 * chance and val_acc <= 1.5 * chance:
             raise SearchFailed(
-                f"type-II iteration {t}: the supernet's validation accuracy collapsed to "
-                f"{val_acc:.3f} (chance {chance:.3f}, best so far {best_acc:.3f}); "
-                f"{_last_good(checkpoint_path)}; try a smaller --switch-lr or "
-                "--lr, or a smaller --lambda-op / --lambda-edge"
+                f"type-II iteration {record['iteration']}: the supernet's validation accuracy "
+                f"collapsed to {val_acc:.3f} (chance {chance:.3f}, best so far "
+                f"{self.best_acc:.3f}); {_last_good(self.checkpoint_path)}; try a smaller "
+                "--switch-lr or --lr, or a smaller --lambda-op / --lambda-edge"
             )
-        best_acc = max(best_acc, val_acc)
+        self.best_acc = max(self.best_acc, val_acc)
+        return val_acc
+
+    def current_genotype(self, record: dict[str, Any], state: Type2State) -> Genotype:
+        """The genotype of the live switches; a cell type with nothing alive fails (and leaves
+        ``genotype_fallback.json``)."""
         try:
-            genotype = derive_genotype(space, state.masks, state.sites, net)
-            genotype_text = compact_genotype(genotype)
+            return derive_genotype(self.space, state.masks, state.sites, self.net)
         except GenotypeError:
-            _save_fallback(out, space, state, net)
+            _save_fallback(self.ctx.out, self.space, state, self.net)
+            options = ", ".join(f"{k}={v}" for k, v in self.settings.prior.options.items())
             raise SearchFailed(
-                f"type-II iteration {t} pruned every op of a cell type at lambda_edge="
-                f"{cfg['lambda_edge']}, lambda_op={cfg['lambda_op']}: there is no cell to "
-                f"report. {_last_good(checkpoint_path)}; the strongest single op "
-                f"is offered as {out / 'genotype_fallback.json'} (a fallback, not a search "
-                "result). Try a smaller --lambda-op / --lambda-edge"
+                f"type-II iteration {record['iteration']} pruned every op of a cell type at "
+                f"{options or 'the prior defaults'}: there is no cell to report. "
+                f"{_last_good(self.checkpoint_path)}; the strongest single op is offered as "
+                f"{self.ctx.out / 'genotype_fallback.json'} (a fallback, not a search result). "
+                "Try a smaller --lambda-op / --lambda-edge"
             ) from None
-        keep_edge, keep_op = live_masks(space, state.masks, net)
+
+    def record(self, record: dict[str, Any], state: Type2State, val_acc: float,
+               genotype: Genotype) -> dict[str, Any]:
+        """Append the ``metrics.csv`` row and the history entry; return the row."""
+        keep_edge, keep_op = live_masks(self.space, state.masks, self.net)
         live_ops = (keep_op & keep_edge.unsqueeze(-1)).sum(dim=(1, 2))
         row: dict[str, Any] = {
             "iteration": record["iteration"],
@@ -462,114 +295,162 @@ def run_search(cfg: dict[str, Any], out_dir: str | Path | None = None) -> Search
             "train_objective": record["objective"],
             "val_acc": val_acc,
         }
-        for t, name in enumerate(space.cell_types):
+        for t, name in enumerate(self.space.cell_types):
             row[f"live_edges_{name}"] = int(keep_edge[t].sum())
             row[f"live_ops_{name}"] = int(live_ops[t])
         row["seconds"] = record["wall_time"]
-        row["genotype"] = genotype_text
-        metrics.append(row)
-        history.append(
-            {
-                "iteration": record["iteration"],
-                "val_acc": val_acc,
-                "log_evidence": record["log_evidence"],
-                "gamma": {k: v.detach().cpu().clone() for k, v in state.hypers["gamma"].items()},
-                "mean": {k: v.detach().cpu().clone() for k, v in state.sites.items()},
-            }
-        )
-        live = ", ".join(f"{n} {row[f'live_ops_{n}']}" for n in space.cell_types)
+        row["genotype"] = compact_genotype(genotype)
+        self.ctx.metrics.append(row)
+        self.history.append({
+            "iteration": record["iteration"],
+            "val_acc": val_acc,
+            "log_evidence": record["log_evidence"],
+            "gamma": {k: v.detach().cpu().clone() for k, v in state.hypers["gamma"].items()},
+            "mean": {k: v.detach().cpu().clone() for k, v in state.sites.items()},
+        })
+        return row
+
+    def report(self, row: dict[str, Any]) -> None:
+        """One log line per iteration."""
+        live = ", ".join(f"{n} {row[f'live_ops_{n}']}" for n in self.space.cell_types)
         log.info(
             "iteration %d/%d  log evidence %.2f  val acc %.3f  live ops: %s  genotype: %s",
-            record["iteration"],
-            cfg["t_max"],
-            record["log_evidence"],
-            val_acc,
-            live,
-            genotype_text,
+            row["iteration"], self.settings.type2.t_max, row["log_evidence"], row["val_acc"],
+            live, row["genotype"],
         )
-        _save_checkpoint(checkpoint_path, cfg, net, state, history)
-        # the next MAP epoch skips the ops pruned so far (their switches are frozen at zero)
-        net.set_alive(state.masks["op_switch"])
 
-    def before_curvature(state: Type2State) -> None:
-        # batch-norm statistics and curvature of every op, pruned ones included, as without
-        # the mask: the Laplace fit and the evidence keep a curvature for pruned switches
-        net.set_alive(None)
-        if cfg["bn_batches"]:
-            batches = itertools.islice(loaders["train"], cfg["bn_batches"])
-            recalibrate_batchnorm(net, state.sites, batches, device)
+    def checkpoint(self, state: Type2State) -> None:
+        """``checkpoint.pt``: everything :func:`run_search` needs to resume."""
+        _save_checkpoint(self.checkpoint_path, self.settings, self.net, state, self.history)
 
+    def freeze_pruned(self, state: Type2State) -> None:
+        """The next MAP epoch skips the ops pruned so far (their switches are frozen at 0)."""
+        self.net.set_alive(state.masks["op_switch"])
+
+    def before_curvature(self, state: Type2State) -> None:
+        """Batch-norm statistics and curvature of every op, pruned ones included, as without
+        the mask: the Laplace fit and the evidence keep a curvature for pruned switches."""
+        self.net.set_alive(None)
+        self._recalibrate(state)
+
+
+def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | None = None
+               ) -> SearchResult:
+    """Run a BayesNAS search.
+
+    Parameters
+    ----------
+    cfg
+        Settings (:func:`pyronas.settings.load_search_settings`), or a nested or flat mapping
+        of them (:func:`resolve_search_config`), validated before anything is written.
+    out_dir
+        Run folder; default ``run.out`` or ``runs/search-<time>``.
+
+    Raises
+    ------
+    ValueError
+        The settings name a baseline strategy: those run through
+        :data:`pyronas.strategies.STRATEGIES` (or :func:`pyronas.dispatch.run_strategy`).
+    """
+    settings = SearchSettings.from_mapping(cfg)
+    if settings.strategy.name != "bayesnas":
+        name = settings.strategy.name
+        raise ValueError(
+            f"run_search runs BayesNAS, but the config asks for strategy {name!r}; call "
+            f"pyronas.strategies.STRATEGIES[{name!r}] or pyronas.dispatch.run_strategy"
+        )
+    out = run_folder(settings, out_dir, "search")
+    resume = _read_resume(settings, out)
+    prior = load_prior(settings.prior.name)
+    ctx = prepare_run(settings, out, warmup=settings.type2.schedule == "released")
+    net, space, device = ctx.net, ctx.space, ctx.device
+    assert net is not None
+    hypers = _init_hypers(prior, space, settings, net)
+    edge0, op0 = net.init_switches()
+    sites = {"edge_switch": edge0.to(device), "op_switch": op0.to(device)}
+    num_data = len(ctx.loaders["train"].dataset)
+
+    history: list[dict[str, Any]] = []
     if resume is not None:
+        net.load_state_dict(resume["net"])
+        history = list(resume["history"])
+        ctx.metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
+        restore_rng_state(resume["rng"])
         net.set_alive(resume["type2"]["masks"]["op_switch"])
+        log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
+    steps = IterationSteps(ctx, history)
+    warmup = ctx.loaders.get("warmup")
     try:
         state = run_type2(
             prior,
             net,
             sites,
             hypers,
-            _DeviceLoader(loaders["train"], device),
-            _DeviceLoader(loaders["search"], device),
+            DeviceLoader(ctx.loaders["train"], device),
+            DeviceLoader(ctx.loaders["search"], device),
             num_data,
-            config=type2_cfg,
-            callback=on_iteration,
-            warmup_loader=(
-                _DeviceLoader(loaders["warmup"], device) if "warmup" in loaders else None
-            ),
+            config=type2_config(settings),
+            callback=steps,
+            warmup_loader=None if warmup is None else DeviceLoader(warmup, device),
             resume=None if resume is None else resume["type2"],
-            before_curvature=before_curvature,
+            before_curvature=steps.before_curvature,
         )
     except FloatingPointError as err:
-        done = len(history)
         raise SearchFailed(
-            f"type-II iteration {done + 1}: {err}. {_last_good(checkpoint_path)}; "
+            f"type-II iteration {len(history) + 1}: {err}. {_last_good(steps.checkpoint_path)}; "
             "try a smaller --switch-lr or --lr (or --grad-clip), or a smaller --lambda-op / "
             "--lambda-edge"
         ) from None
     net.set_alive(None)
+    genotype = _final_genotype(ctx, state, prior)
+    save_genotype(genotype, out / "genotype.json")
+    _save_projections(out, genotype, space, state.sites)
+    posterior = _posterior_dict(settings, space, net, state, num_data, history)
+    save_checkpoint(posterior, out / "posterior.pt")
+    _write_extras(ctx, genotype, posterior, prior, state.hypers)
+    seconds = time.perf_counter() - ctx.start
+    _write_cost(ctx, seconds)
+    log.info("search finished in %.1f s; run folder %s", seconds, out)
+    return SearchResult(out, genotype, state, state.records, seconds)
+
+
+def _final_genotype(ctx: RunContext, state: Type2State, prior: Any) -> Genotype:
+    """The search's genotype: the live switches, with the z-score rule of :func:`selection_z`."""
+    assert ctx.net is not None
     if state.posterior is None:
         raise ValueError("t_max must be at least 1: the search ran no type-II iteration")
-
-    z_select = selection_z(cfg, prior)
+    z_select = selection_z(ctx.settings, prior)
     z_scores = state.posterior.z_score() if z_select is not None else None
     try:
-        genotype = derive_genotype(space, state.masks, state.sites, net, z_scores, z_select)
+        genotype = derive_genotype(ctx.space, state.masks, state.sites, ctx.net, z_scores,
+                                   z_select)
     except GenotypeError:
-        _save_fallback(out, space, state, net)
+        _save_fallback(ctx.out, ctx.space, state, ctx.net)
         raise SearchFailed(
             f"no op of some cell type reaches z_select={z_select}: there is no cell to "
-            f"report; the strongest single op is offered as {out / 'genotype_fallback.json'} "
-            "(a fallback, not a search result). Try a smaller --z-select or none"
+            f"report; the strongest single op is offered as {ctx.out / 'genotype_fallback.json'}"
+            " (a fallback, not a search result). Try a smaller --z-select or none"
         ) from None
-    genotype = Genotype(
+    return Genotype(
         genotype.normal,
         genotype.normal_concat,
         genotype.reduce,
         genotype.reduce_concat,
         num_inputs=genotype.num_inputs,
-        space=space.name,
+        space=ctx.space.name,
     )
-    save_genotype(genotype, out / "genotype.json")
-    _save_projections(out, genotype, space, state.sites)
-    posterior = _posterior_dict(cfg, space, net, state, num_data, history)
-    save_checkpoint(posterior, out / "posterior.pt")
-    _write_extras(
-        out, genotype, posterior, space, net, loaders["val"], cfg, device, prior, state.hypers
-    )
-    seconds = time.perf_counter() - start
-    _write_cost(out, seconds, device, space, cfg)
-    log.info("search finished in %.1f s; run folder %s", seconds, out)
-    return SearchResult(out, genotype, state, state.records, seconds)
 
 
-def selection_z(cfg: dict[str, Any], prior: Any) -> float | None:
+def selection_z(settings: SearchSettings, prior: Any) -> float | None:
     """The z-score the genotype asks of a switch (``|mean| / sd``), or None for no such rule.
 
     ``z_select`` when set (0 turns the rule off). Unset: none for priors with a closed-form
     update (``hard``, ``ard``: their fixed point prunes exactly, docs/selection.md); 2.0 for the
     others (``laplace``, ``horseshoe``), whose prior variances never reach zero.
     """
-    if cfg["z_select"] is not None:
-        return float(cfg["z_select"]) or None
+    z_select = settings.type2.z_select
+    if z_select is not None:
+        return float(z_select) or None
     return None if getattr(prior, "update_hypers", None) is not None else 2.0
 
 
@@ -630,29 +511,34 @@ def _save_fallback(out: Path, space: SearchSpace, state: Type2State, net: SuperN
     save_genotype(fallback, out / "genotype_fallback.json")
 
 
-# keys that may change between a run and its resumption
-_RUNTIME_KEYS = {"resume", "progress", "device", "num_threads", "out", "t_max"}
+RESUMABLE_CHANGES = {"resume", "progress", "device", "num_threads", "out", "t_max"}
+"""Flat keys that may change between a run and its resumption."""
 
 
-def _config_difference(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    keys = (set(saved) | set(current)) - _RUNTIME_KEYS
+def _config_difference(saved: Mapping[str, Any], current: SearchSettings) -> list[str]:
+    """``key: saved -> current`` for every setting that differs, except
+    :data:`RESUMABLE_CHANGES` (``saved``: the nested or flat settings of a checkpoint)."""
+    try:
+        before = SearchSettings.from_mapping(saved).flat()
+    except ValueError:  # settings of an older version: compare what is there
+        before = dict(saved)
+    now = current.flat()
+    keys = (set(before) | set(now)) - RESUMABLE_CHANGES
     return sorted(
-        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
-        for k in keys
-        if saved.get(k) != current.get(k)
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k)
     )
 
 
 def _save_checkpoint(
     path: Path,
-    cfg: dict[str, Any],
+    settings: SearchSettings,
     net: SuperNet,
     state: Type2State,
     history: list[dict[str, Any]],
 ) -> None:
     save_checkpoint(
         {
-            "config": cfg,
+            "config": settings.to_dict(),
             "net": net.state_dict(),
             "type2": {
                 "sites": {k: v.detach().cpu() for k, v in state.sites.items()},
@@ -700,12 +586,9 @@ def top2_projection(genotype: Genotype, space: SearchSpace, sites: dict[str, Ten
     )
 
 
-def _write_cost(
-    out: Path, seconds: float, device: torch.device, space: SearchSpace, cfg: dict[str, Any]
-) -> None:
+def _write_cost(ctx: RunContext, seconds: float) -> None:
     """``metrics.json``: search cost (wall time, device, GPU-days) for tables."""
-    from pyronas.strategies import search_cost_gpu_days
-
+    device = ctx.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     data = {
         "strategy": "bayesnas",
@@ -713,11 +596,11 @@ def _write_cost(
         "search_device": str(device),
         "device_name": name,
         "search_gpu_days": search_cost_gpu_days(seconds, str(device)),
-        "space": space.name,
-        "dataset": cfg["dataset"],
-        "t_max": cfg["t_max"],
+        "space": ctx.space.name,
+        "dataset": ctx.settings.data.dataset,
+        "t_max": ctx.settings.type2.t_max,
     }
-    atomic_write_text(json.dumps(data, indent=2) + "\n", out / "metrics.json")
+    atomic_write_text(json.dumps(data, indent=2) + "\n", ctx.out / "metrics.json")
 
 
 def _save_projections(
@@ -771,20 +654,19 @@ def _save_projections(
 
 
 def _write_extras(
-    out: Path,
+    ctx: RunContext,
     genotype: Genotype,
     posterior: dict[str, Any],
-    space: SearchSpace,
-    net: SuperNet,
-    val_loader: Any,
-    cfg: dict[str, Any],
-    device: torch.device,
     prior: Any,
     hypers: dict[str, Any],
 ) -> None:
-    """Cell diagrams and the ArviZ file (their failure must not lose the finished search)."""
+    """Cell diagrams and the ArviZ file (their failure must not lose the finished search).
+
+    The draws come from the ``report`` seed stream."""
     from pyronas.diagram import draw_genotype
 
+    out, net, run = ctx.out, ctx.net, ctx.settings.run
+    assert net is not None
     try:
         draw_genotype(genotype, out / "cell.png")
     except Exception as err:  # drawing is a convenience: the genotype is already saved
@@ -792,66 +674,28 @@ def _write_extras(
     try:
         from pyronas.arviz_export import heldout_log_likelihood, sample_prior, save_arviz, to_arviz
 
-        heldout = list(itertools.islice(val_loader, cfg["loglik_batches"]))
+        seed = ctx.seeds.seed("report")
+        heldout = list(itertools.islice(ctx.loaders["val"], run.loglik_batches))
         loglik = heldout_log_likelihood(
-            net,
-            posterior,
-            heldout,
-            num_chains=2,
-            num_draws=cfg["posterior_draws"],
-            seed=cfg["seed"],
+            net, posterior, heldout, num_chains=2, num_draws=run.posterior_draws, seed=seed
         )
         prior_draws = sample_prior(
             prior,
             hypers,
             num_chains=2,
-            num_draws=cfg["posterior_draws"],
-            seed=cfg["seed"],
+            num_draws=run.posterior_draws,
+            seed=seed,
             cell_type_index=None if net.tied else net.cell_type_index,
         )
         idata = to_arviz(
             posterior,
-            space,
+            ctx.space,
             num_chains=2,
-            num_draws=cfg["posterior_draws"],
-            seed=cfg["seed"],
+            num_draws=run.posterior_draws,
+            seed=seed,
             log_likelihood=loglik,
             prior_draws=prior_draws,
         )
         save_arviz(idata, out / "posterior.nc")
     except Exception as err:
         log.warning("could not write posterior.nc: %s", err)
-
-
-def run_search_cli(
-    config_path: str | Path | None,
-    overrides: dict[str, Any],
-    nb201: str | Path | None = None,
-    nb201_epochs: int = 12,
-) -> int:
-    """``pyronas search``: resolve the config, run, print where the results are.
-
-    For an nb201 search, also print the NAS-Bench-201 entry of the found cell; with ``nb201``
-    (an official benchmark file, read before the search so that a bad path fails at once) the
-    entry is looked up there at ``nb201_epochs`` and ``nb201_lookup.json`` is rewritten.
-    """
-    from pyronas.nb201 import NB201Error, format_entry, open_table, run_lookup
-
-    cfg = resolve_search_config(config_path, overrides)
-    table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None
-    if cfg["strategy"] != "bayesnas":
-        from pyronas.strategies import STRATEGIES
-
-        result = STRATEGIES[cfg["strategy"]](cfg, cfg["out"])
-    else:
-        result = run_search(cfg)
-    print(f"genotype: {compact_genotype(result.genotype)}")
-    try:
-        entry = run_lookup(result.out_dir, table, write=table is not None)
-    except NB201Error as err:  # no entry for the found cell: say so, the search stands
-        entry = None
-        print(f"no NAS-Bench-201 entry: {err}")
-    if entry is not None:
-        print(format_entry(entry))
-    print(f"run folder: {result.out_dir} ({result.seconds:.0f} s)")
-    return 0

@@ -1,6 +1,7 @@
-"""Search strategies beside BayesNAS, on the same supernet, data splits and run-folder format.
+"""Search strategies beside BayesNAS, on the same run skeleton, supernet and run-folder format.
 
-``STRATEGIES[name](cfg, out_dir) -> StrategyResult`` with ``cfg`` a resolved search config:
+``STRATEGIES[name](settings, out_dir) -> StrategyResult`` with ``settings`` a
+:class:`~pyronas.settings.SearchSettings` (or a nested or flat mapping of one):
 
 ``darts1`` / ``darts2``
     DARTS first / second order (:mod:`pyronas.strategies.darts`).
@@ -8,20 +9,23 @@
     Random search with weight sharing (``random_mode: ws``, default) or a plain random cell
     (``random_mode: plain``) (:mod:`pyronas.strategies.random_search`).
 
-Extra config keys and their defaults: :data:`STRATEGY_DEFAULTS`.
+Their options are the ``strategy`` section of the settings
+(:class:`~pyronas.settings.StrategySettings`). BayesNAS (:func:`pyronas.search.run_search`) is
+their peer: :func:`pyronas.dispatch.run_strategy` runs any of the four by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pyronas.runs import search_cost_gpu_days
 from pyronas.strategies.darts import DARTS_DEFAULTS, darts_genotype, run_darts1, run_darts2
-from pyronas.strategies.harness import StrategyResult, search_cost_gpu_days
+from pyronas.strategies.harness import StrategyResult
 from pyronas.strategies.random_search import RANDOM_DEFAULTS, run_random, sample_random_genotype
 
-StrategyFn = Callable[[dict[str, Any], "str | Path | None"], StrategyResult]
+StrategyFn = Callable[[Any, "str | Path | None"], StrategyResult]
 
 STRATEGIES: dict[str, StrategyFn] = {
     "darts1": run_darts1,
@@ -30,8 +34,8 @@ STRATEGIES: dict[str, StrategyFn] = {
 }
 """Baselines by ``--strategy`` name (``bayesnas`` is :func:`pyronas.search.run_search`)."""
 
-STRATEGY_DEFAULTS: dict[str, Any] = {**DARTS_DEFAULTS, **RANDOM_DEFAULTS}
-"""Config keys the baselines read beyond :data:`pyronas.search.SEARCH_DEFAULTS`."""
+STRATEGY_DEFAULTS: Mapping[str, Any] = {**DARTS_DEFAULTS, **RANDOM_DEFAULTS}
+"""The options the baselines read (the ``strategy`` section) and their defaults."""
 
 __all__ = [
     "STRATEGIES",

@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -47,15 +47,17 @@ from torch.func import functional_call
 
 from pyronas.checkpoint import save_checkpoint
 from pyronas.genotype import Genotype, derive
-from pyronas.search import compact_genotype, evaluate_supernet, recalibrate_batchnorm
+from pyronas.runs import compact_genotype
+from pyronas.settings import SearchSettings, StrategySettings
 from pyronas.space import SearchSpace
 from pyronas.strategies.harness import (
     StrategyResult,
     cosine_lr,
     derive_one_op_per_edge,
     finish,
-    prepare,
+    start_strategy,
 )
+from pyronas.supernet_eval import evaluate_supernet, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +65,12 @@ ARCH_BETAS = (0.5, 0.999)
 """Adam betas of the architecture step (published DARTS setting)."""
 
 DARTS_DEFAULTS: dict[str, Any] = {
-    "search_epochs": 6,  # total epochs of the weights (and alphas)
-    "arch_lr": 3e-4,
-    "arch_weight_decay": 1e-3,
-    "lr_min": 1e-3,  # end of the cosine schedule of the weights
-    "alpha_init_std": 1e-3,
+    key: getattr(StrategySettings(), key)
+    for key in ("search_epochs", "arch_lr", "arch_weight_decay", "lr_min", "alpha_init_std")
 }
-"""Strategy keys read with ``cfg.get(key, default)`` (DARTS published values; epochs: the
-digits demo budget of BayesNAS, ``t_max * epochs`` = 6; DARTS used 50 on CIFAR-10)."""
-
-
-def _opt(cfg: dict[str, Any], key: str) -> Any:
-    value = cfg.get(key)
-    return DARTS_DEFAULTS[key] if value is None else value
+"""The DARTS options of :class:`~pyronas.settings.StrategySettings` and their defaults (DARTS
+published values; epochs: the digits demo budget of BayesNAS, ``t_max * epochs`` = 6; DARTS
+used 50 on CIFAR-10)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,19 +272,18 @@ def _cycle(loader: Any, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]
             raise ValueError("the search split is empty: DARTS needs it for the architecture steps")
 
 
-def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
-              ) -> StrategyResult:
+def run_darts(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None,
+              unrolled: bool = False) -> StrategyResult:
     """Run a DARTS search with a resolved search config and write its run folder.
 
     Parameters
     ----------
     cfg
-        Resolved search config (:func:`pyronas.search.resolve_search_config`); strategy keys
-        :data:`DARTS_DEFAULTS` are read with defaults. Shared keys used: ``space``, data keys,
-        ``channels``, ``layers``, ``tied``, ``batch_size``, ``lr``, ``momentum``,
-        ``weight_decay``, ``grad_clip``, ``bn_batches``, ``seed``, ``device``.
+        Search settings (or a nested or flat mapping of them): the strategy section
+        (:data:`DARTS_DEFAULTS`), data, supernet, training (``batch_size``, ``lr``,
+        ``momentum``, ``weight_decay``, ``grad_clip``, ``bn_batches``) and run.
     out_dir
-        Run folder (default ``cfg["out"]`` or ``runs/darts-<time>``).
+        Run folder (default ``run.out`` or ``runs/darts-<time>``).
     unrolled
         Second-order DARTS.
 
@@ -304,28 +298,27 @@ def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
     ``genotype``), ``alphas.pt``, ``genotype.json``, ``cell_*.png`` and ``metrics.json``.
     """
     strategy = "darts2" if unrolled else "darts1"
-    h = prepare(cfg, out_dir, prefix=strategy)
+    h = start_strategy(cfg, out_dir, prefix=strategy)
     net, device, space = h.net, h.device, h.space
+    train, options = h.settings.training, h.settings.strategy
     assert net is not None
-    epochs = int(_opt(cfg, "search_epochs"))
-    if epochs < 1:
-        raise ValueError(f"search_epochs must be >= 1, got {epochs}")
+    epochs = options.search_epochs
     _, op_shape = net.switch_shapes()
-    alpha = (float(_opt(cfg, "alpha_init_std")) * torch.randn(
+    alpha = (options.alpha_init_std * torch.randn(
         *op_shape[:-1], op_shape[-1] + 1, device=device, dtype=net.classifier.weight.dtype
     )).requires_grad_(True)
     weights = [p for p in net.parameters() if p.requires_grad]
-    w_opt = torch.optim.SGD(weights, lr=cfg["lr"], momentum=cfg["momentum"],
-                            weight_decay=cfg["weight_decay"])
-    a_opt = torch.optim.Adam([alpha], lr=float(_opt(cfg, "arch_lr")), betas=ARCH_BETAS,
-                             weight_decay=float(_opt(cfg, "arch_weight_decay")))
+    w_opt = torch.optim.SGD(weights, lr=train.lr, momentum=train.momentum,
+                            weight_decay=train.weight_decay)
+    a_opt = torch.optim.Adam([alpha], lr=options.arch_lr, betas=ARCH_BETAS,
+                             weight_decay=options.arch_weight_decay)
     index = None if net.tied else net.cell_type_index
     search_batches = _cycle(h.loaders["search"], device)
     records: list[dict[str, Any]] = []
     history: list[Tensor] = []
     names = {p: n for n, p in net.named_parameters()}
     for epoch in range(epochs):
-        lr = cosine_lr(cfg["lr"], float(_opt(cfg, "lr_min")), epoch, epochs)
+        lr = cosine_lr(train.lr, options.lr_min, epoch, epochs)
         for group in w_opt.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
@@ -340,8 +333,8 @@ def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
                 buffers = {names[p]: s["momentum_buffer"] for p, s in w_opt.state.items()
                            if s.get("momentum_buffer") is not None}
             grad, search_loss = darts_arch_gradient(
-                net, alpha, (x, y), (xs, ys), unrolled, lr=lr, momentum=cfg["momentum"],
-                weight_decay=cfg["weight_decay"], momentum_buffers=buffers,
+                net, alpha, (x, y), (xs, ys), unrolled, lr=lr, momentum=train.momentum,
+                weight_decay=train.weight_decay, momentum_buffers=buffers,
             )
             a_opt.zero_grad(set_to_none=True)
             alpha.grad = grad
@@ -351,8 +344,8 @@ def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
             s = alpha_switches(alpha.detach())
             loss = F.cross_entropy(net(x, s["edge_switch"], s["op_switch"]), y)
             loss.backward()
-            if cfg["grad_clip"]:
-                nn.utils.clip_grad_norm_(weights, cfg["grad_clip"])
+            if train.grad_clip:
+                nn.utils.clip_grad_norm_(weights, train.grad_clip)
             w_opt.step()
             train_total += float(loss.detach())
             search_total += search_loss
@@ -362,9 +355,9 @@ def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
         seconds = time.perf_counter() - start
 
         sites = alpha_switches(alpha.detach())
-        if cfg["bn_batches"]:
+        if train.bn_batches:
             recalibrate_batchnorm(
-                net, sites, itertools.islice(h.loaders["train"], cfg["bn_batches"]), device
+                net, sites, itertools.islice(h.loaders["train"], train.bn_batches), device
             )
         val_acc = evaluate_supernet(net, sites, h.loaders["val"], device)
         genotype = darts_genotype(space, alpha, index)
@@ -397,12 +390,12 @@ def run_darts(cfg: dict[str, Any], out_dir: Any = None, unrolled: bool = False
     return result
 
 
-def run_darts1(cfg: dict[str, Any], out_dir: Any = None) -> StrategyResult:
+def run_darts1(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> StrategyResult:
     """First-order DARTS (see :func:`run_darts`)."""
     return run_darts(cfg, out_dir, unrolled=False)
 
 
-def run_darts2(cfg: dict[str, Any], out_dir: Any = None) -> StrategyResult:
+def run_darts2(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> StrategyResult:
     """Second-order DARTS (see :func:`run_darts`)."""
     return run_darts(cfg, out_dir, unrolled=True)
 

@@ -1,14 +1,15 @@
-"""What every baseline strategy shares with the BayesNAS driver: data, supernet, run folder.
+"""What the baseline strategies share beyond the run skeleton: the result, the last step and
+the cell <-> switch conversions.
 
-A strategy calls :func:`prepare` (checks and creates the run folder, writes ``config.yaml``,
-seeds the RNGs, loads the data splits and builds the supernet and loaders exactly as
-:func:`pyronas.search.run_search` does) and ends with :func:`finish` (``genotype.json``, cell
-diagrams and ``metrics.json`` with the search cost). Between the two it appends one row per
-epoch to ``metrics.csv``.
+A strategy checks its run folder (:func:`check_folder`), calls
+:func:`pyronas.run_setup.prepare_run` (folder, ``config.yaml``, seeds, data splits, supernet,
+loaders), appends one row per epoch to ``metrics.csv`` and ends with :func:`finish`
+(``genotype.json``, cell diagrams and ``metrics.json`` with the search cost).
 
 Search cost: ``metrics.json`` holds ``search_seconds`` (wall time of the whole search, from
-:func:`prepare` to :func:`finish`) and ``search_device``; :func:`search_cost_gpu_days` turns them
-into GPU-days (``seconds / 86400`` on a GPU, ``None`` on a CPU).
+:func:`~pyronas.run_setup.prepare_run` to :func:`finish`) and ``search_device``;
+:func:`~pyronas.runs.search_cost_gpu_days` turns them into GPU-days (``seconds / 86400`` on a
+GPU, ``None`` on a CPU).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyronas.config import save_resolved_config
-from pyronas.data import DataSplits, load_dataset
 from pyronas.genotype import (
     Genotype,
     derive,
@@ -34,18 +34,16 @@ from pyronas.genotype import (
     save_genotype,
     to_nb201_string,
 )
-from pyronas.runs import MetricsCSV, atomic_write_text
-from pyronas.runtime import resolve_device, seed_everything
-from pyronas.search import _loaders
-from pyronas.space import SearchSpace, get_space
+from pyronas.run_setup import RunContext, prepare_run, refuse_existing_run, run_folder
+from pyronas.runs import atomic_write_text, device_description, search_cost_gpu_days
+from pyronas.settings import SearchSettings
+from pyronas.space import SearchSpace
 from pyronas.supernet import SuperNet
 
 log = logging.getLogger(__name__)
 
-SECONDS_PER_DAY = 86400.0
-
-RUN_MARKERS = ("genotype.json", "metrics.csv", "metrics.json")
-"""Files whose presence means a folder already holds a finished or started strategy run."""
+RUN_MARKERS = ("genotype.json", "metrics.csv", "metrics.json", "posterior.pt")
+"""Files whose presence means a folder already holds a finished or started search run."""
 
 
 @dataclass
@@ -76,101 +74,36 @@ class StrategyResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Harness:
-    """The shared pieces of one search run (see :func:`prepare`)."""
-
-    cfg: dict[str, Any]
-    out: Path
-    device: torch.device
-    space: SearchSpace
-    start: float
-    metrics: MetricsCSV
-    splits: DataSplits | None = None
-    net: SuperNet | None = None
-    loaders: dict[str, Any] = field(default_factory=dict)
-
-
-def search_cost_gpu_days(seconds: float, device: str | torch.device | None) -> float | None:
-    """Search cost in GPU-days: ``seconds / 86400`` when ``device`` is a GPU, else ``None``.
-
-    Parameters
-    ----------
-    seconds
-        Wall time of the search.
-    device
-        ``"cuda"``, ``"cuda:0"``, a ``torch.device``, ``"cpu"``, ``None`` (unknown) ...
-    """
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"search seconds must be finite and >= 0, got {seconds}")
-    if device is None:
-        return None
-    kind = torch.device(device).type if not isinstance(device, str) else device.split(":")[0]
-    if kind not in ("cuda", "mps", "xpu"):
-        return None
-    return seconds / SECONDS_PER_DAY
-
-
-def device_description(device: torch.device) -> str:
-    """``"cuda (NVIDIA H100 ...)"`` for a GPU, ``"cpu"`` otherwise."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
-
-
-def prepare(cfg: dict[str, Any], out_dir: str | Path | None, prefix: str, data: bool = True
-            ) -> Harness:
-    """Create the run folder and build the shared search harness.
+def start_strategy(
+    cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | None, prefix: str,
+    data: bool = True,
+) -> RunContext:
+    """Validate the settings, refuse a folder that holds a run, and prepare the run.
 
     Parameters
     ----------
     cfg
-        Resolved search config (:func:`pyronas.search.resolve_search_config`, plus the strategy
-        keys, read with defaults).
+        Settings, or a nested or flat mapping of them (validated here).
     out_dir
-        Run folder; default ``cfg["out"]`` or ``runs/<prefix>-<time>``.
+        Run folder; default ``run.out`` or ``runs/<prefix>-<time>``.
     prefix
         Folder name prefix of the default run folder.
     data
-        Load the data splits and build the supernet and loaders (``False`` for strategies that
-        train nothing).
+        Load the data and build the supernet and loaders (``False``: a strategy that trains
+        nothing).
 
     Raises
     ------
     FileExistsError
-        The folder already holds a strategy run (nothing is overwritten).
+        The folder already holds a search run (nothing is overwritten).
     """
-    start = time.perf_counter()
-    out = Path(out_dir or cfg.get("out") or time.strftime(f"runs/{prefix}-%Y%m%d-%H%M%S"))
-    found = [name for name in RUN_MARKERS + ("posterior.pt",) if (out / name).exists()]
-    if found:
-        raise FileExistsError(
-            f"{out} already holds a search run ({', '.join(found)}); choose another --out "
-            "(nothing was overwritten)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, out)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg["num_threads"])
-    seed_everything(cfg["seed"])
-    device = resolve_device(cfg["device"])
-    space = get_space(cfg["space"])
-    harness = Harness(cfg, out, device, space, start, MetricsCSV(out / "metrics.csv"))
-    if not data:
-        return harness
-    harness.splits = load_dataset(
-        cfg["dataset"], data_dir=cfg["data_dir"], download=cfg["download"], seed=cfg["seed"],
-        train_size=cfg["train_size"], image_size=cfg["image_size"],
-    )
-    harness.net = SuperNet(
-        space, C=cfg["channels"], layers=cfg["layers"], num_classes=harness.splits.num_classes,
-        in_channels=harness.splits.in_channels, tied=cfg["tied"],
-    ).to(device)
-    harness.loaders = _loaders(harness.splits, {**cfg, "schedule": "paper"}, device)
-    return harness
+    settings = SearchSettings.from_mapping(cfg)
+    out = run_folder(settings, out_dir, prefix)
+    refuse_existing_run(out, RUN_MARKERS, "choose another --out")
+    return prepare_run(settings, out, data=data)
 
 
-def finish(h: Harness, genotype: Genotype, strategy: str, records: list[dict[str, Any]],
+def finish(h: RunContext, genotype: Genotype, strategy: str, records: list[dict[str, Any]],
            extra_metrics: dict[str, Any] | None = None) -> StrategyResult:
     """Write ``genotype.json``, the cell diagrams and ``metrics.json``; return the result.
 
@@ -201,7 +134,7 @@ def finish(h: Harness, genotype: Genotype, strategy: str, records: list[dict[str
         "device_name": device_description(h.device),
         "search_gpu_days": search_cost_gpu_days(seconds, h.device),
         "space": h.space.name,
-        "dataset": h.cfg["dataset"],
+        "dataset": h.settings.data.dataset,
         "epochs": len(records),
         **(extra_metrics or {}),
     }

@@ -13,9 +13,9 @@ the same ``bn_batches`` training batches) and keep the best.
 A random cell (:func:`sample_random_genotype`): in two-input spaces every intermediate node takes
 ``min(2, incoming edges)`` distinct incoming edges chosen uniformly, each with a uniform non-zero
 op (the DARTS cell family); in ``nb201`` every edge takes a uniform op among the non-zero ops and
-``none``, redrawn until the input reaches the output. The candidates are drawn from a generator
-seeded by ``(seed, 2)``, so the plain random cell of a seed is the first weight-sharing candidate
-of that seed.
+``none``, redrawn until the input reaches the output. The candidates are drawn from the
+``candidates`` seed stream (:class:`~pyronas.run_setup.SeedStreams`), so the plain random cell of
+a seed is the first weight-sharing candidate of that seed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import csv
 import itertools
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,34 +34,28 @@ from torch import nn
 
 from pyronas.data import make_loader
 from pyronas.genotype import Genotype, GenotypeError, derive
-from pyronas.search import compact_genotype, evaluate_supernet, recalibrate_batchnorm
+from pyronas.run_setup import RunContext
+from pyronas.runs import compact_genotype
+from pyronas.settings import SearchSettings, StrategySettings
 from pyronas.space import SearchSpace
 from pyronas.strategies.harness import (
-    Harness,
     StrategyResult,
     cosine_lr,
     derive_one_op_per_edge,
     finish,
     genotype_switches,
-    prepare,
+    start_strategy,
 )
+from pyronas.supernet_eval import evaluate_supernet, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
 RANDOM_DEFAULTS: dict[str, Any] = {
-    "random_mode": "ws",  # ws | plain
-    "num_candidates": 20,
-    "search_epochs": 6,
-    "lr_min": 1e-3,
+    key: getattr(StrategySettings(), key)
+    for key in ("random_mode", "num_candidates", "search_epochs", "lr_min")
 }
-"""Strategy keys read with ``cfg.get(key, default)``."""
-
-RANDOM_MODES = ("ws", "plain")
-
-
-def _opt(cfg: dict[str, Any], key: str) -> Any:
-    value = cfg.get(key)
-    return RANDOM_DEFAULTS[key] if value is None else value
+"""The random-search options of :class:`~pyronas.settings.StrategySettings` and their
+defaults."""
 
 
 def sample_random_genotype(space: SearchSpace, rng: np.random.Generator,
@@ -100,20 +95,22 @@ def sample_random_genotype(space: SearchSpace, rng: np.random.Generator,
     return derive(space, keep_edge, keep_op)
 
 
-def _candidates(space: SearchSpace, seed: int, n: int) -> list[Genotype]:
-    rng = np.random.default_rng([seed, 2])
-    return [sample_random_genotype(space, rng) for _ in range(n)]
+def _candidates(h: RunContext, n: int) -> list[Genotype]:
+    """``n`` random cells of the ``candidates`` seed stream."""
+    rng = h.seeds.numpy("candidates")
+    return [sample_random_genotype(h.space, rng) for _ in range(n)]
 
 
-def _bn_batches(h: Harness) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _bn_batches(h: RunContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The fixed training batches every cell's batch norms are recalibrated on."""
     assert h.splits is not None
-    loader = make_loader(h.splits.train, h.cfg["batch_size"], shuffle=True,
-                         seed=h.cfg["seed"] + 3)
-    return list(itertools.islice(loader, h.cfg["bn_batches"]))
+    train = h.settings.training
+    loader = make_loader(h.splits.train, train.batch_size, shuffle=True,
+                         seed=h.seeds.seed("bn_batches"))
+    return list(itertools.islice(loader, train.bn_batches))
 
 
-def _score(h: Harness, genotype: Genotype, bn_batches: list) -> float:
+def _score(h: RunContext, genotype: Genotype, bn_batches: list) -> float:
     """Validation accuracy of a cell with the shared weights (batch norms recalibrated on
     ``bn_batches``, the same for every cell)."""
     assert h.net is not None
@@ -127,18 +124,19 @@ def _score(h: Harness, genotype: Genotype, bn_batches: list) -> float:
         h.net.set_alive(None)
 
 
-def _train_supernet(h: Harness, epochs: int, probe: Genotype, bn_batches: list
+def _train_supernet(h: RunContext, epochs: int, probe: Genotype, bn_batches: list
                     ) -> list[dict[str, Any]]:
-    """Weight-sharing training with a random cell per step; one metrics row per epoch."""
-    net, cfg, device = h.net, h.cfg, h.device
+    """Weight-sharing training with a random cell per step (the ``paths`` seed stream); one
+    metrics row per epoch."""
+    net, train, device = h.net, h.settings.training, h.device
     assert net is not None
-    rng = np.random.default_rng([cfg["seed"], 1])
+    rng = h.seeds.numpy("paths")
     weights = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(weights, lr=cfg["lr"], momentum=cfg["momentum"],
-                          weight_decay=cfg["weight_decay"])
+    opt = torch.optim.SGD(weights, lr=train.lr, momentum=train.momentum,
+                          weight_decay=train.weight_decay)
     records = []
     for epoch in range(epochs):
-        lr = cosine_lr(cfg["lr"], float(_opt(cfg, "lr_min")), epoch, epochs)
+        lr = cosine_lr(train.lr, h.settings.strategy.lr_min, epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
@@ -153,8 +151,8 @@ def _train_supernet(h: Harness, epochs: int, probe: Genotype, bn_batches: list
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(x, sites["edge_switch"], sites["op_switch"]), y)
             loss.backward()
-            if cfg["grad_clip"]:
-                nn.utils.clip_grad_norm_(weights, cfg["grad_clip"])
+            if train.grad_clip:
+                nn.utils.clip_grad_norm_(weights, train.grad_clip)
             opt.step()
             total += float(loss.detach())
             count += 1
@@ -174,15 +172,16 @@ def _train_supernet(h: Harness, epochs: int, probe: Genotype, bn_batches: list
     return records
 
 
-def run_random(cfg: dict[str, Any], out_dir: Any = None) -> StrategyResult:
+def run_random(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> StrategyResult:
     """Random search (``random_mode`` ``ws`` or ``plain``) with a resolved search config.
 
     Parameters
     ----------
     cfg
-        Resolved search config; strategy keys :data:`RANDOM_DEFAULTS` are read with defaults.
+        Search settings (or a nested or flat mapping of them); the strategy section holds
+        :data:`RANDOM_DEFAULTS`.
     out_dir
-        Run folder (default ``cfg["out"]`` or ``runs/random-<time>``).
+        Run folder (default ``run.out`` or ``runs/random-<time>``).
 
     Returns
     -------
@@ -195,24 +194,21 @@ def run_random(cfg: dict[str, Any], out_dir: Any = None) -> StrategyResult:
     ``genotype`` of the probe; ``plain``: one row, epoch 0), ``candidates.csv`` (``ws``),
     ``genotype.json``, ``cell_*.png`` and ``metrics.json``.
     """
-    mode = _opt(cfg, "random_mode")
-    if mode not in RANDOM_MODES:
-        raise ValueError(f"random_mode must be one of {', '.join(RANDOM_MODES)}, got {mode!r}")
+    settings = SearchSettings.from_mapping(cfg)
+    mode = settings.strategy.random_mode
     strategy = f"random-{mode}"
     if mode == "plain":
-        h = prepare(cfg, out_dir, prefix=strategy, data=False)
-        genotype = _candidates(h.space, cfg["seed"], 1)[0]
+        h = start_strategy(settings, out_dir, prefix=strategy, data=False)
+        genotype = _candidates(h, 1)[0]
         row = {"epoch": 0, "train_loss": None, "val_acc": None, "lr": None, "seconds": 0.0,
                "genotype": compact_genotype(genotype)}
         h.metrics.append(row)
         return finish(h, genotype, strategy, [row], {"num_candidates": 1})
 
-    n = int(_opt(cfg, "num_candidates"))
-    epochs = int(_opt(cfg, "search_epochs"))
-    if n < 1 or epochs < 0:
-        raise ValueError(f"num_candidates must be >= 1 and search_epochs >= 0, got {n}, {epochs}")
-    h = prepare(cfg, out_dir, prefix=strategy)
-    candidates = _candidates(h.space, cfg["seed"], n)
+    n = settings.strategy.num_candidates
+    epochs = settings.strategy.search_epochs
+    h = start_strategy(settings, out_dir, prefix=strategy)
+    candidates = _candidates(h, n)
     bn_batches = _bn_batches(h)
     records = _train_supernet(h, epochs, candidates[0], bn_batches)
     start = time.perf_counter()
