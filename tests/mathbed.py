@@ -347,8 +347,8 @@ def brute_ggn(
     noise_std: float = 1.0,
 ) -> dict[str, Tensor]:
     """Diagonal of :func:`brute_ggn_matrix`, per site (each of its site's shape)."""
-    return unflatten_sites(torch.diagonal(brute_ggn_matrix(forward, sites, x, likelihood,
-                                                           noise_std)), sites)
+    matrix = brute_ggn_matrix(forward, sites, x, likelihood, noise_std)
+    return unflatten_sites(torch.diagonal(matrix), sites)
 
 
 def brute_hessian(
