@@ -178,7 +178,12 @@ def load_prior(name_or_path: str | Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise ValueError(f"prior file {text!r} failed to import: {exc}") from exc
+        hint = ""
+        if isinstance(exc, ImportError) and "pyronas.models._common" in str(exc):
+            hint = (" (pyronas.models._common is now pyronas.models.common, with switch_plates "
+                    "and pyro.sample in the model instead of sample_switches: see "
+                    "docs/contracts.md)")
+        raise ValueError(f"prior file {text!r} failed to import: {exc}{hint}") from exc
     logger.info("loaded prior file %s", path)
     return _with_defaults(validate_prior(module, origin=str(path)))
 

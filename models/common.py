@@ -386,6 +386,11 @@ def ard_fixed_point_update(
     tuple
         ``(own, effective, omega)`` variances and weights per site, group shapes, float64.
     """
+    if "ard_iterations" not in hypers:
+        raise ValueError(
+            "the hyperparameters have no 'ard_iterations' (saved before it became an option of "
+            "the prior, whose default was 2000): set hypers['ard_iterations']"
+        )
     rounds = int(hypers["ard_iterations"])
     if rounds < 1:
         raise ValueError(f"ard_iterations must be at least 1, got {rounds}")

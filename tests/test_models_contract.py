@@ -283,3 +283,8 @@ def test_load_prior_bad_files(tmp_path):
     broken.write_text("def model(:\n")
     with pytest.raises(ValueError, match="failed to import"):
         models.load_prior(str(broken))
+
+    old_style = tmp_path / "old_style.py"
+    old_style.write_text("from pyronas.models._common import sample_switches\n")
+    with pytest.raises(ValueError, match="_common is now pyronas.models.common"):
+        models.load_prior(str(old_style))
