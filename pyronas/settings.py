@@ -417,8 +417,14 @@ def _merge(layers: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 if "name" in values and values["name"] != current:
                     # another prior: the options of the previous one do not carry over
                     merged["prior"] = {"options": {}, "loose": {}}
-                merged["prior"]["options"].update(values.pop("options", {}))
-                merged["prior"]["loose"].update(values.pop("loose", {}))
+                options, loose = values.pop("options", {}), values.pop("loose", {})
+                # a later layer wins whether it spells an option nested or flat
+                for key in options:
+                    merged["prior"]["loose"].pop(key, None)
+                for key in loose:
+                    merged["prior"]["options"].pop(key, None)
+                merged["prior"]["options"].update(options)
+                merged["prior"]["loose"].update(loose)
             merged[section].update(values)
     return merged
 

@@ -107,9 +107,8 @@ def test_smoke_search_writes_a_run_and_is_not_rerun(script, ours, data_dir, caps
     run = out / "search_cifar10_lam0.01_seed0"
     assert Path(row["run_dir"]) == run and row["strategy"] == "bayesnas"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert (cfg["space"], cfg["dataset"], cfg["seed"], cfg["channels"]) == (
-        "darts", "cifar10", 0, 4,
-    )  # fmt: skip
+    assert (cfg["supernet"]["space"], cfg["data"]["dataset"], cfg["run"]["seed"],
+            cfg["supernet"]["channels"]) == ("darts", "cifar10", 0, 4)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["search_device"] == "cpu" and metrics["search_gpu_days"] is None
     assert metrics["search_seconds"] > 0
@@ -134,7 +133,7 @@ def test_smoke_search_with_the_authors_preset(script, data_dir, tmp_path: Path) 
     ])  # fmt: skip
     run = tmp_path / "search_cifar10_authors_lam0.005_seed1"
     assert Path(row["run_dir"]) == run
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = resolve_search_config(run / "config.yaml")  # the nested file, as a flat view
     assert cfg["lambda_edge"] == cfg["lambda_op"] == 0.005 and cfg["seed"] == 1
     assert cfg["schedule"] == "released" and cfg["curvature_multiplier"] == 18.0
     assert cfg["batch_size"] == 8  # smoke size wins over the preset's 18
