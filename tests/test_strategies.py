@@ -461,3 +461,15 @@ def test_random_ws_trains_only_the_sampled_paths(tmp_path):
                 unchanged += not moved
     assert changed and unchanged
     assert net.num_live_ops() == sum(len(edge.ops) for c in net.cells for edge in c.edges)
+
+
+def test_bayesnas_and_the_baselines_do_not_import_each_other():
+    import subprocess
+    import sys
+
+    for module, other in (("pyronas.strategies", "pyronas.search"),
+                          ("pyronas.search", "pyronas.strategies")):
+        code = f"import sys, {module}; print({other!r} in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == "False", module
