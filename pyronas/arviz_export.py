@@ -49,14 +49,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyronas.space import SearchSpace, get_space
+from pyronas.search_posterior import FORMAT, SearchPosterior
+from pyronas.space import SITES, SearchSpace, get_space
 
 log = logging.getLogger(__name__)
-
-SITES: tuple[str, str] = ("edge_switch", "op_switch")
-"""The switch sites, in the order ``(edge, op)``."""
-
-FORMAT = "pyronas-posterior/1"
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,24 +128,8 @@ def load_arviz(path: str | Path) -> Any:
 
 def check_posterior(posterior: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming what is missing or inconsistent in a posterior dict."""
-    if not isinstance(posterior, Mapping):
-        raise ValueError(f"posterior must be a dict, got {type(posterior).__name__}")
-    fmt = posterior.get("format")
-    if fmt != FORMAT:
-        raise ValueError(f"posterior has format {fmt!r}, expected {FORMAT!r}")
-    for key in ("space", "mean", "var", "gamma"):
-        if key not in posterior:
-            raise ValueError(f"posterior has no {key!r} entry")
-    for site in SITES:
-        for key in ("mean", "var"):
-            if site not in posterior[key]:
-                raise ValueError(f"posterior[{key!r}] has no site {site!r}")
-        shape = tuple(posterior["mean"][site].shape)
-        if tuple(posterior["var"][site].shape) != shape:
-            raise ValueError(
-                f"posterior var of {site} has shape {tuple(posterior['var'][site].shape)}, "
-                f"mean has {shape}"
-            )
+    if not isinstance(posterior, SearchPosterior):
+        SearchPosterior.from_dict(posterior)
 
 
 def _np(x: Any) -> np.ndarray:
