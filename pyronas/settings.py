@@ -492,6 +492,7 @@ def _check_choices(settings: SearchSettings) -> None:
 
 
 def _build(layers: list[dict[str, Any]]) -> SearchSettings:
+    """Validated settings of nested layers (:func:`_nest`), later layers winning."""
     merged = _merge(layers)
     prior_section = merged.pop("prior")
     loose = prior_section.pop("loose")
