@@ -124,7 +124,8 @@ def affine_batch_norms(module: nn.Module | None) -> Iterator[None]:
             del m.forward
 
 
-def _check_likelihood(likelihood: str) -> None:
+def check_likelihood(likelihood: str) -> None:
+    """Raise a ``ValueError`` unless ``likelihood`` is one of :data:`LIKELIHOODS`."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
 
@@ -147,7 +148,7 @@ def per_sample_nll(output: Tensor, y: Tensor, likelihood: str, noise_std: float 
     Tensor
         (batch,) negative log likelihoods (summed over the output dims of one sample).
     """
-    _check_likelihood(likelihood)
+    check_likelihood(likelihood)
     if likelihood == "categorical":
         return F.cross_entropy(output, y, reduction="none")
     resid = (output - y.to(output.dtype)) / noise_std
@@ -380,7 +381,7 @@ def diagonal_curvature(
     dict[str, Tensor]
         One tensor per site, of the site's shape, non-negative for ``ggn`` and ``fisher``.
     """
-    _check_likelihood(likelihood)
+    check_likelihood(likelihood)
     if backend not in BACKENDS:
         raise ValueError(f"unknown curvature backend {backend!r}; known: {sorted(BACKENDS)}")
     if reduction not in ("mean", "sum"):
@@ -409,6 +410,7 @@ def diagonal_curvature(
 __all__ = [
     "BACKENDS",
     "ForwardFn",
+    "check_likelihood",
     "diagonal_curvature",
     "eval_mode",
     "exact_backend",

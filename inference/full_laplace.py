@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .curvature import ForwardFn, _check_likelihood
+from .curvature import ForwardFn, check_likelihood
 from .diagonal_laplace import DiagonalLaplace, PriorPrecision, fit_diagonal_laplace
 from .evidence import Batch, joint_terms
 from .ggn_lean import lean_ggn
@@ -212,7 +212,7 @@ def ggn_matrix(
     Tensor
         (D, D) symmetric positive semi-definite matrix; its diagonal is the ``"ggn"`` curvature.
     """
-    _check_likelihood(likelihood)
+    check_likelihood(likelihood)
     if not sites:
         raise ValueError("no sites given to ggn_matrix")
     layout = SiteLayout.of(sites)

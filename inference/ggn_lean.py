@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .curvature import BACKENDS, ForwardFn, _check_likelihood, eval_mode, register_backend
+from .curvature import BACKENDS, ForwardFn, check_likelihood, eval_mode, register_backend
 
 __all__ = [
     "LeanGGN",
@@ -134,7 +134,7 @@ def hessian_factor_columns(
         ``sqrt(p_c) (e_c - p)`` (softmax, C columns) or ``e_k / sigma`` (Gaussian, one column
         per output element k).
     """
-    _check_likelihood(likelihood)
+    check_likelihood(likelihood)
     out = output.detach()
     if likelihood == "categorical":
         p = torch.softmax(out, -1)
@@ -241,7 +241,7 @@ def lean_ggn(
     LeanGGN
         Diagonal per site and, with ``full``, the matrix in the order of ``sites``.
     """
-    _check_likelihood(likelihood)
+    check_likelihood(likelihood)
     if not sites:
         raise ValueError("no sites given to lean_ggn")
     names = list(sites)

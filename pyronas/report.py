@@ -41,7 +41,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
 from pyronas.arviz_export import arviz_major, get_group, group_names  # noqa: E402
-from pyronas.run_summary import Run, SummaryRow, load_run, summary_table, write_summary_csv  # noqa: E402
+from pyronas.run_summary import (  # noqa: E402
+    Run,
+    SummaryRow,
+    config_name,
+    load_run,
+    summary_table,
+    write_summary_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -378,9 +385,10 @@ def _strategy_label(path: Path) -> str:
     if metrics.is_file():
         strategy = str(json.loads(metrics.read_text(encoding="utf-8")).get("strategy", ""))
     cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    strategy = strategy or str((cfg or {}).get("strategy", ""))
-    if strategy == "bayesnas" and (cfg or {}).get("prior"):
-        strategy = f"bayesnas-{cfg['prior']}"
+    strategy = strategy or config_name(cfg or {}, "strategy")
+    prior = config_name(cfg or {}, "prior")
+    if strategy == "bayesnas" and prior:
+        strategy = f"bayesnas-{Path(prior).stem if prior.endswith('.py') else prior}"
     return strategy
 
 

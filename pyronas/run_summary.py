@@ -111,7 +111,7 @@ class Run:
     @property
     def prior(self) -> str:
         """Name of the prior model file."""
-        return str(self.posterior.get("prior", self.config.get("prior", "")))
+        return str(self.posterior.get("prior") or config_name(self.config, "prior"))
 
     def log_evidence(self) -> list[float]:
         """Log evidence per type-II iteration (posterior history, else metrics.csv)."""
@@ -173,6 +173,15 @@ def _alive(posterior: Mapping[str, Any], site: str) -> np.ndarray:
     if alive is None:
         return np.ones(tuple(posterior["mean"][site].shape), dtype=bool)
     return torch.as_tensor(alive).cpu().numpy().astype(bool)
+
+
+def config_name(config: Mapping[str, Any], section: str) -> str:
+    """The ``prior`` or ``strategy`` name of a run's ``config.yaml``, nested
+    (``prior: {name: hard, options: ...}``) or flat as older runs wrote it (``prior: hard``)."""
+    value = config.get(section)
+    if isinstance(value, Mapping):
+        value = value.get("name")
+    return "" if value is None else str(value)
 
 
 def load_run(path: str | Path) -> Run:

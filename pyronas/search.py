@@ -39,6 +39,7 @@ from pyronas.inference.type2 import Type2State, run_type2
 from pyronas.models import load_prior
 from pyronas.run_setup import RunContext, prepare_run, refuse_existing_run, run_folder
 from pyronas.runs import atomic_write_text, compact_genotype, search_cost_gpu_days
+from pyronas.search_posterior import SearchPosterior
 from pyronas.settings import (
     SearchSettings,
     flat_choices,
@@ -160,35 +161,6 @@ def _init_hypers(prior: Any, space: SearchSpace, settings: SearchSettings, net: 
     if "cell_type_index" in inspect.signature(prior.init_hypers).parameters:
         extra["cell_type_index"] = None if net.tied else net.cell_type_index
     return prior.init_hypers(space, **settings.prior.options, **extra)
-
-
-def _posterior_dict(
-    settings: SearchSettings,
-    space: SearchSpace,
-    net: SuperNet,
-    state: Type2State,
-    num_data: int,
-    history: list[dict[str, Any]],
-) -> dict[str, Any]:
-    post = state.posterior
-    assert post is not None
-    cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
-    return {
-        "format": "pyronas-posterior/1",
-        "space": space.name,
-        "prior": settings.prior.name,
-        "tied": net.tied,
-        "cell_type_index": net.cell_type_index.cpu(),
-        "num_data": num_data,
-        # the Laplace fit precedes this iteration's pruning: pruned switches are exactly 0
-        "mean": {k: v.detach().cpu() * state.masks[k].cpu() for k, v in post.mean.items()},
-        "var": cpu(post.var),
-        "curvature": cpu(post.curvature),
-        "gamma": cpu(state.hypers["gamma"]),
-        "omega": cpu(state.hypers.get("omega", {})),
-        "alive": cpu(state.masks),
-        "history": history,
-    }
 
 
 def _read_resume(settings: SearchSettings, out: Path) -> dict[str, Any] | None:
@@ -405,8 +377,14 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
     genotype = _final_genotype(ctx, state, prior)
     save_genotype(genotype, out / "genotype.json")
     _save_projections(out, genotype, space, state.sites)
-    posterior = _posterior_dict(settings, space, net, state, num_data, history)
-    save_checkpoint(posterior, out / "posterior.pt")
+    fit = state.posterior
+    assert fit is not None
+    posterior = SearchPosterior.from_fit(
+        space=space.name, prior=settings.prior.name, tied=net.tied,
+        cell_type_index=net.cell_type_index, num_data=num_data, mean=fit.mean, var=fit.var,
+        curvature=fit.curvature, hypers=state.hypers, alive=state.masks, history=history,
+    )  # fmt: skip
+    posterior.save(out / "posterior.pt")
     _write_extras(ctx, genotype, posterior, prior, state.hypers)
     seconds = time.perf_counter() - ctx.start
     _write_cost(ctx, seconds)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import math
 import os
 import types
@@ -317,25 +316,17 @@ def _allowed(hint: Any) -> tuple[tuple[type, ...], bool]:
 
 
 def prior_options(prior: Any) -> dict[str, Any]:
-    """The options of a prior module and their defaults: the keyword parameters of its
-    ``init_hypers`` after the space, ``cell_type_index`` excepted."""
+    """The options of a prior module and their defaults (:func:`pyronas.models.prior_options`)."""
     from pyronas import models
 
-    if hasattr(models, "prior_options"):
-        return dict(models.prior_options(prior))
-    params = list(inspect.signature(prior.init_hypers).parameters.values())[1:]
-    return {
-        p.name: p.default
-        for p in params
-        if p.name != "cell_type_index" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    return dict(models.prior_options(prior))
 
 
 def _check_prior(prior_section: dict[str, Any], loose: dict[str, Any]) -> PriorSettings:
     """Load the prior (contract checked) and resolve its options: the given ones over the
     prior's defaults. ``loose`` are flat keys that name no settings field: each must be an
     option of the prior, else it is an unknown key (named with the closest valid one)."""
-    from pyronas.models import load_prior
+    from pyronas.models import check_prior_options, load_prior
 
     name = prior_section.get("name", PriorSettings.name)
     if isinstance(name, os.PathLike):
@@ -361,6 +352,10 @@ def _check_prior(prior_section: dict[str, Any], loose: dict[str, Any]) -> PriorS
             )
         given[key] = _check_option(key, value, accepted[key])
     options = {k: given.get(k, v) for k, v in accepted.items()}
+    try:
+        check_prior_options(prior, options)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return PriorSettings(name=name, options=options)
 
 
