@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pyronas.genotype import Genotype, derive, live_mask, load_genotype, save_genotype
+from pyronas.genotype import Genotype, alive_mask, derive, load_genotype, save_genotype
 from pyronas.jobs import count_skips, mean_sd_text, publish_report, retrain_job, search_job
 from pyronas.space import get_space
 from pyronas.train import DATASET_PRESETS
@@ -51,16 +51,16 @@ def retrain_overrides(dataset: str, smoke: bool, seed: int, device: str) -> dict
 def random_cell_like(genotype: Genotype, space_name: str, seed: int) -> Genotype:
     """A random genotype of ``space_name`` with as many live ops per cell type as ``genotype``."""
     space = get_space(space_name)
-    _, keep_op = live_mask(space, genotype)
+    _, alive_op = alive_mask(space, genotype)
     rng = np.random.default_rng(seed)
-    keep = np.zeros(keep_op.shape, dtype=bool)
+    keep = np.zeros(alive_op.shape, dtype=bool)
     for t in range(keep.shape[0]):
-        count = int(keep_op[t].sum())
+        count = int(alive_op[t].sum())
         flat = rng.choice(keep[t].size, size=count, replace=False)
         keep[t].flat[flat] = True
-    keep_edge = keep.any(axis=2)
+    alive_edge = keep.any(axis=2)
     scores = rng.random(keep.shape)
-    return derive(space, keep_edge, keep, cell_type_scores=scores)
+    return derive(space, alive_edge, keep, cell_type_scores=scores)
 
 
 def _retrain(genotype_path: Path, dataset: str, seed: int, out: Path, extra: dict) -> float:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from pyronas.inference.ard_update import group_ard_update, group_lasso_shrink
-from pyronas.space import SearchSpace
+from pyronas.space import SITES, SearchSpace
 
 __all__ = [
     "SITES",
@@ -56,9 +56,6 @@ __all__ = [
     "group_soft_threshold",
     "ard_fixed_point_update",
 ]
-
-SITES: tuple[str, str] = ("edge_switch", "op_switch")
-"""Names of the switch sample sites, in the order ``(edge, op)``."""
 
 HYPER_DTYPE = torch.float64
 """Hyperparameters are a few hundred numbers: keep them in double precision on the CPU."""

@@ -62,7 +62,7 @@ __all__ = [
     "compact_genotype",
     "derive_genotype",
     "evaluate_supernet",
-    "live_masks",
+    "alive_masks",
     "recalibrate_batchnorm",
     "resolve_search_config",
     "run_search",
@@ -111,7 +111,7 @@ def resolve_search_config(
     return load_search_settings(config_path, overrides).flat()
 
 
-def live_masks(
+def alive_masks(
     space: SearchSpace, masks: dict[str, Tensor], net: SuperNet
 ) -> tuple[Tensor, Tensor]:
     """Per cell type, which edges and ops are alive (untied: alive in any cell of the type)."""
@@ -120,9 +120,9 @@ def live_masks(
         return edge, op
     index = net.cell_type_index.cpu()
     types = len(space.cell_types)
-    keep_edge = torch.stack([edge[index == t].any(0) for t in range(types)])
-    keep_op = torch.stack([op[index == t].any(0) for t in range(types)])
-    return keep_edge, keep_op
+    alive_edge = torch.stack([edge[index == t].any(0) for t in range(types)])
+    alive_op = torch.stack([op[index == t].any(0) for t in range(types)])
+    return alive_edge, alive_op
 
 
 def derive_genotype(
@@ -143,14 +143,14 @@ def derive_genotype(
     """
     if z_scores is not None and z_select is not None:
         masks = {k: masks[k] & (z_scores[k].to(masks[k].device) >= z_select) for k in masks}
-    keep_edge, keep_op = live_masks(space, masks, net)
+    alive_edge, alive_op = alive_masks(space, masks, net)
     op = sites["op_switch"].detach().abs().cpu()
     edge = sites["edge_switch"].detach().abs().cpu()
     scores = op * edge.unsqueeze(-1)
     if not net.tied:
         index = net.cell_type_index.cpu()
         scores = torch.stack([scores[index == t].amax(0) for t in range(len(space.cell_types))])
-    return derive(space, keep_edge, keep_op, cell_type_scores=scores if fallback else None)
+    return derive(space, alive_edge, alive_op, cell_type_scores=scores if fallback else None)
 
 
 def _init_hypers(prior: Any, space: SearchSpace, settings: SearchSettings, net: SuperNet
@@ -259,8 +259,8 @@ class IterationSteps:
     def record(self, record: dict[str, Any], state: Type2State, val_acc: float,
                genotype: Genotype) -> dict[str, Any]:
         """Append the ``metrics.csv`` row and the history entry; return the row."""
-        keep_edge, keep_op = live_masks(self.space, state.masks, self.net)
-        live_ops = (keep_op & keep_edge.unsqueeze(-1)).sum(dim=(1, 2))
+        alive_edge, alive_op = alive_masks(self.space, state.masks, self.net)
+        live_ops = (alive_op & alive_edge.unsqueeze(-1)).sum(dim=(1, 2))
         row: dict[str, Any] = {
             "iteration": record["iteration"],
             "log_evidence": record["log_evidence"],
@@ -268,7 +268,7 @@ class IterationSteps:
             "val_acc": val_acc,
         }
         for t, name in enumerate(self.space.cell_types):
-            row[f"live_edges_{name}"] = int(keep_edge[t].sum())
+            row[f"live_edges_{name}"] = int(alive_edge[t].sum())
             row[f"live_ops_{name}"] = int(live_ops[t])
         row["seconds"] = record["wall_time"]
         row["genotype"] = compact_genotype(genotype)

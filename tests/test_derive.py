@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from pyronas.genotype import (
     Genotype,
     GenotypeError,
+    alive_mask,
     apply_connectivity_rule,
     canonical,
     derive,
     from_nb201_string,
-    live_mask,
     load_genotype,
     parse_nb201_string,
     to_nb201_string,
@@ -33,14 +33,14 @@ B8 = get_space("bayesnas8")
 def masks(space, live: dict[str, list[tuple[int, int, str]]]):
     """Masks keeping exactly the listed ``(src, dst, op)`` per cell type."""
     edge_shape, op_shape = space.switch_shapes()
-    keep_edge = torch.zeros(edge_shape, dtype=torch.bool)
-    keep_op = torch.zeros(op_shape, dtype=torch.bool)
+    alive_edge = torch.zeros(edge_shape, dtype=torch.bool)
+    alive_op = torch.zeros(op_shape, dtype=torch.bool)
     for t, cell_type in enumerate(space.cell_types):
         for src, dst, op in live.get(cell_type, []):
             e = space.edges[cell_type].index((src, dst))
-            keep_edge[t, e] = True
-            keep_op[t, e, space.ops.index(op)] = True
-    return keep_edge, keep_op
+            alive_edge[t, e] = True
+            alive_op[t, e, space.ops.index(op)] = True
+    return alive_edge, alive_op
 
 
 REDUCE_OK = [(0, 2, "max_pool_3x3"), (1, 3, "skip_connect")]
@@ -87,13 +87,13 @@ def test_dead_nodes_cascade():
 
 
 def test_op_needs_its_edge_and_edge_needs_an_op():
-    keep_edge, keep_op = masks(
+    alive_edge, alive_op = masks(
         DARTS, {"normal": [(0, 2, "skip_connect"), (1, 2, "sep_conv_3x3")], "reduce": REDUCE_OK}
     )
-    keep_edge[0, DARTS.edges["normal"].index((1, 2))] = False  # op kept, edge pruned
+    alive_edge[0, DARTS.edges["normal"].index((1, 2))] = False  # op kept, edge pruned
     e = DARTS.edges["normal"].index((1, 3))
-    keep_edge[0, e] = True  # edge kept, no op kept
-    g = derive(DARTS, keep_edge, keep_op)
+    alive_edge[0, e] = True  # edge kept, no op kept
+    g = derive(DARTS, alive_edge, alive_op)
     assert g.normal == ((("skip_connect", 0),), (), (), ())
 
 
@@ -170,8 +170,8 @@ def test_fallback_nb201_uses_edge_into_output():
 @pytest.mark.parametrize(
     "edge, op, message",
     [
-        (np.ones((2, 13), bool), np.ones((2, 14, 7), bool), r"keep_edge: .*shape \(2, 14\)"),
-        (np.ones((2, 14), bool), np.ones((2, 14, 8), bool), r"keep_op: .*shape \(2, 14, 7\)"),
+        (np.ones((2, 13), bool), np.ones((2, 14, 7), bool), r"alive_edge: .*shape \(2, 14\)"),
+        (np.ones((2, 14), bool), np.ones((2, 14, 8), bool), r"alive_op: .*shape \(2, 14, 7\)"),
         (np.full((2, 14), 0.7), np.ones((2, 14, 7), bool), "expected a boolean mask"),
         (np.full((2, 14), 2), np.ones((2, 14, 7), bool), "expected a boolean mask"),
     ],
@@ -182,9 +182,9 @@ def test_bad_masks(edge, op, message):
 
 
 def test_integer_and_list_masks_accepted():
-    keep_edge, keep_op = masks(B8, {"normal": [(1, 2, "skip_connect")], "reduce": REDUCE_OK[:1]})
-    g = derive(B8, keep_edge.int().tolist(), keep_op.numpy().astype(np.int64))
-    assert g == derive(B8, keep_edge, keep_op)
+    alive_edge, alive_op = masks(B8, {"normal": [(1, 2, "skip_connect")], "reduce": REDUCE_OK[:1]})
+    g = derive(B8, alive_edge.int().tolist(), alive_op.numpy().astype(np.int64))
+    assert g == derive(B8, alive_edge, alive_op)
 
 
 @pytest.mark.parametrize(
@@ -192,9 +192,9 @@ def test_integer_and_list_masks_accepted():
 )
 def test_live_mask_round_trip_bundled(name):
     g = load_genotype(name)
-    keep_edge, keep_op = live_mask(DARTS, g)
-    assert keep_op.sum() == sum(len(n) for t in g.cell_types for n in g.cell(t))
-    assert derive(DARTS, keep_edge, keep_op) == canonical(g)
+    alive_edge, alive_op = alive_mask(DARTS, g)
+    assert alive_op.sum() == sum(len(n) for t in g.cell_types for n in g.cell(t))
+    assert derive(DARTS, alive_edge, alive_op) == canonical(g)
 
 
 def test_live_mask_errors():
@@ -202,13 +202,13 @@ def test_live_mask_errors():
     with pytest.raises(
         GenotypeError, match=r"normal: edge c_\{k-2\}->n3 is not in space 'bayesnas8'"
     ):
-        live_mask(B8, load_genotype("BAYESNAS_0.007"))
-    live_mask(B8, load_genotype("BAYESNAS_0.01"))  # fits the reduced space
+        alive_mask(B8, load_genotype("BAYESNAS_0.007"))
+    alive_mask(B8, load_genotype("BAYESNAS_0.01"))  # fits the reduced space
     with pytest.raises(GenotypeError, match="inputs"):
-        live_mask(NB201, load_genotype("DARTS_V2"))
+        alive_mask(NB201, load_genotype("DARTS_V2"))
     g = Genotype([[("skip_connect", 0)], [("skip_connect", 1)]], [2, 3])
     with pytest.raises(GenotypeError, match="cells"):
-        live_mask(DARTS, g)
+        alive_mask(DARTS, g)
     g = Genotype(
         [[("skip_connect", 0)], [("skip_connect", 1)]],
         [2, 3],
@@ -216,7 +216,7 @@ def test_live_mask_errors():
         [2, 3],
     )
     with pytest.raises(GenotypeError, match="2 nodes"):
-        live_mask(DARTS, g)
+        alive_mask(DARTS, g)
 
 
 def test_connectivity_rule_drops_nodes_that_miss_the_output():
@@ -247,14 +247,14 @@ def test_connectivity_rule_recomputes_the_darts_concat():
 # ------------------------------------------------------------------ property test
 
 
-def brute_force(space, keep_edge, keep_op, t):
+def brute_force(space, alive_edge, alive_op, t):
     """Expected node sets by graph search over the live edges (independent of derive)."""
     cell_type = space.cell_types[t]
     live = [
         (src, dst, space.ops[k])
         for e, (src, dst) in enumerate(space.edges[cell_type])
         for k in range(space.num_ops)
-        if keep_edge[t, e] and keep_op[t, e, k]
+        if alive_edge[t, e] and alive_op[t, e, k]
     ]
     reach = set(range(space.num_inputs))
     frontier = list(reach)
@@ -293,15 +293,15 @@ def test_property_derive(name, seed, p_edge, p_op, with_scores):
     space = get_space(name)
     rng = np.random.default_rng(seed)
     edge_shape, op_shape = space.switch_shapes()
-    keep_edge = rng.random(edge_shape) < p_edge
-    keep_op = rng.random(op_shape) < p_op
+    alive_edge = rng.random(edge_shape) < p_edge
+    alive_op = rng.random(op_shape) < p_op
     scores = rng.random(op_shape) if with_scores else None
-    expected = [brute_force(space, keep_edge, keep_op, t) for t in range(len(space.cell_types))]
+    expected = [brute_force(space, alive_edge, alive_op, t) for t in range(len(space.cell_types))]
     if not with_scores and any(not kept for kept, _ in expected):
         with pytest.raises(GenotypeError, match="no intermediate node keeps a live input"):
-            derive(space, keep_edge, keep_op)
+            derive(space, alive_edge, alive_op)
         return
-    g = derive(space, keep_edge, keep_op, scores)
+    g = derive(space, alive_edge, alive_op, scores)
     validate(g)
     assert g.space == name and g.num_inputs == space.num_inputs
     last = space.num_total_nodes - 1
@@ -332,7 +332,7 @@ def test_property_derive(name, seed, p_edge, p_op, with_scores):
         else:
             with pytest.raises(GenotypeError, match="several ops"):
                 to_nb201_string(g)
-    assert derive(space, *live_mask(space, g)) == g
+    assert derive(space, *alive_mask(space, g)) == g
     assert apply_connectivity_rule(g, concat_all=space.concat) == g  # a derived cell is connected
 
 
@@ -352,9 +352,9 @@ def test_property_derived_genotypes_build_and_run(name, seed, p_edge, p_op):
     space = get_space(name)
     rng = np.random.default_rng(seed)
     edge_shape, op_shape = space.switch_shapes()
-    keep_edge = rng.random(edge_shape) < p_edge
-    keep_op = rng.random(op_shape) < p_op
-    g = derive(space, keep_edge, keep_op, rng.random(op_shape))
+    alive_edge = rng.random(edge_shape) < p_edge
+    alive_op = rng.random(op_shape) < p_op
+    g = derive(space, alive_edge, alive_op, rng.random(op_shape))
     s = torch.randn(1, 2, 4, 4)
     for reduction in ([False, True] if g.reduce is not None else [False]):
         cell = Cell(g, 2, 2, 2, reduction=reduction, reduction_prev=False,

@@ -113,10 +113,10 @@ def test_scores_may_be_a_tensor_and_ties_go_to_the_first_op_of_the_space():
 def test_property_projection_is_a_benchmark_string_of_kept_ops(seed, p_edge, p_op):
     rng = np.random.default_rng(seed)
     edge_shape, op_shape = NB201.switch_shapes()
-    keep_edge = rng.random(edge_shape) < p_edge
-    keep_op = rng.random(op_shape) < p_op
+    alive_edge = rng.random(edge_shape) < p_edge
+    alive_op = rng.random(op_shape) < p_op
     scores = rng.uniform(0.01, 1.0, size=op_shape).astype(np.float64)
-    cell = derive(NB201, keep_edge, keep_op, scores)
+    cell = derive(NB201, alive_edge, alive_op, scores)
     projection = to_nb201_projection(cell, scores[0])
 
     arch = to_nb201_string(projection)

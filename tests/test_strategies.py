@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from pyronas.data import load_dataset
 from pyronas.genotype import (
     Genotype,
+    alive_mask,
     derive,
     from_nb201_string,
-    live_mask,
     load_genotype,
     nb201_dead_edges,
     to_nb201_string,
@@ -293,7 +293,7 @@ def test_genotype_switches_select_exactly_the_cell():
     su = genotype_switches(space, g, untied)
     assert su["op_switch"].shape == (3, 8, 7)
     torch.testing.assert_close(su["op_switch"][1], s["op_switch"][1])  # cell 1 is a reduction
-    assert live_mask(space, g)[1].sum() == 16
+    assert alive_mask(space, g)[1].sum() == 16
 
 
 # --------------------------------------------------------------------------------------------

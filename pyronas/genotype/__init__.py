@@ -49,7 +49,7 @@ from pyronas.genotype.convert import (
     to_nb201_projection,
     to_nb201_string,
 )
-from pyronas.genotype.derivation import apply_connectivity_rule, derive, live_mask
+from pyronas.genotype.derivation import alive_mask, apply_connectivity_rule, derive
 from pyronas.genotype.io import (
     FORMAT,
     genotype_from_dict,
@@ -81,7 +81,7 @@ __all__ = [
     "genotype_to_dict",
     "genotype_to_json",
     "list_bundled",
-    "live_mask",
+    "alive_mask",
     "load_genotype",
     "multi_op_edges",
     "nb201_dead_edges",

@@ -1,7 +1,7 @@
 """Derivation: from pruning masks to a connected genotype, and back.
 
 :func:`derive` turns the masks a search ends with into a genotype under the connectivity
-rule (:mod:`pyronas.genotype.nodes`); :func:`live_mask` is its inverse;
+rule (:mod:`pyronas.genotype.nodes`); :func:`alive_mask` is its inverse;
 :func:`apply_connectivity_rule` applies the rule to a genotype.
 """
 
@@ -65,8 +65,8 @@ def apply_connectivity_rule(genotype: Genotype, concat_all: bool = True) -> Geno
 
 def derive(
     space: SearchSpace,
-    keep_edge: Any,
-    keep_op: Any,
+    alive_edge: Any,
+    alive_op: Any,
     cell_type_scores: Any = None,
 ) -> Genotype:
     """Turn pruning masks into a connected genotype.
@@ -82,9 +82,9 @@ def derive(
     ----------
     space
         The search space.
-    keep_edge
+    alive_edge
         Bool mask ``(cell_type, edge)`` (tensor, array or nested lists).
-    keep_op
+    alive_op
         Bool mask ``(cell_type, edge, op)``.
     cell_type_scores
         Optional float scores ``(cell_type, edge, op)`` (e.g. ``|posterior mean|`` of the op
@@ -100,8 +100,8 @@ def derive(
         ``space`` set to ``space.name``; ``reduce`` is ``None`` for single-cell-type spaces.
     """
     n_types = len(space.cell_types)
-    edge_mask = _as_bool_array(keep_edge, (n_types, space.num_edges), "keep_edge")
-    op_mask = _as_bool_array(keep_op, (n_types, space.num_edges, space.num_ops), "keep_op")
+    edge_mask = _as_bool_array(alive_edge, (n_types, space.num_edges), "alive_edge")
+    op_mask = _as_bool_array(alive_op, (n_types, space.num_edges, space.num_ops), "alive_op")
     scores = None
     if cell_type_scores is not None:
         if isinstance(cell_type_scores, torch.Tensor):
@@ -135,10 +135,10 @@ def derive(
     )
 
 
-def live_mask(space: SearchSpace, genotype: Genotype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks ``(keep_edge (cell_type, edge), keep_op (cell_type, edge, op))`` of a genotype.
+def alive_mask(space: SearchSpace, genotype: Genotype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks ``(alive_edge (cell_type, edge), alive_op (cell_type, edge, op))`` of a genotype.
 
-    The inverse of :func:`derive`: ``derive(space, *live_mask(space, g)) == g`` for a derived
+    The inverse of :func:`derive`: ``derive(space, *alive_mask(space, g)) == g`` for a derived
     ``g``. Raises :class:`GenotypeError` if the genotype does not fit the space (cell types,
     inputs, node count, an edge or op the space lacks).
     """
@@ -151,8 +151,8 @@ def live_mask(space: SearchSpace, genotype: Genotype) -> tuple[torch.Tensor, tor
             f"genotype has cells {genotype.cell_types}, space {space.name!r} {space.cell_types}"
         )
     edge_shape, op_shape = space.switch_shapes()
-    keep_edge = torch.zeros(edge_shape, dtype=torch.bool)
-    keep_op = torch.zeros(op_shape, dtype=torch.bool)
+    alive_edge = torch.zeros(edge_shape, dtype=torch.bool)
+    alive_op = torch.zeros(op_shape, dtype=torch.bool)
     for t, cell_type in enumerate(space.cell_types):
         nodes = genotype.cell(cell_type)
         if len(nodes) != space.num_nodes:
@@ -172,9 +172,9 @@ def live_mask(space: SearchSpace, genotype: Genotype) -> tuple[torch.Tensor, tor
                     )
                 if op not in space.ops:
                     raise GenotypeError(f"{cell_type}: op {op!r} is not in space {space.name!r}")
-                keep_edge[t, e] = True
-                keep_op[t, e, space.ops.index(op)] = True
-    return keep_edge, keep_op
+                alive_edge[t, e] = True
+                alive_op[t, e, space.ops.index(op)] = True
+    return alive_edge, alive_op
 
 
 def _as_bool_array(x: Any, shape: tuple[int, ...], name: str) -> np.ndarray:

@@ -148,8 +148,8 @@ def darts_genotype(space: SearchSpace, alpha: Tensor, cell_type_index: Tensor | 
         choice = weights.argmax(-1)  # == num_ops means none
         return derive_one_op_per_edge(space, choice)
     best_weight, best_op = weights[..., :-1].max(-1)  # (cell_type, edge)
-    keep_edge = torch.zeros(best_weight.shape, dtype=torch.bool)
-    keep_op = torch.zeros(weights[..., :-1].shape, dtype=torch.bool)
+    alive_edge = torch.zeros(best_weight.shape, dtype=torch.bool)
+    alive_op = torch.zeros(weights[..., :-1].shape, dtype=torch.bool)
     for t, cell_type in enumerate(space.cell_types):
         edges = space.edges[cell_type]
         for j in range(space.num_nodes):
@@ -157,9 +157,9 @@ def darts_genotype(space: SearchSpace, alpha: Tensor, cell_type_index: Tensor | 
             incoming = [e for e, (_, d) in enumerate(edges) if d == dst]
             ranked = sorted(incoming, key=lambda e: (-float(best_weight[t, e]), e))
             for e in ranked[: min(2, len(incoming))]:
-                keep_edge[t, e] = True
-                keep_op[t, e, best_op[t, e]] = True
-    return derive(space, keep_edge, keep_op)
+                alive_edge[t, e] = True
+                alive_op[t, e, best_op[t, e]] = True
+    return derive(space, alive_edge, alive_op)
 
 
 # --------------------------------------------------------------------------------------------

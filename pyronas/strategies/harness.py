@@ -28,9 +28,9 @@ from torch import Tensor
 
 from pyronas.genotype import (
     Genotype,
+    alive_mask,
     derive,
     format_nb201_string,
-    live_mask,
     save_genotype,
     to_nb201_string,
 )
@@ -161,8 +161,8 @@ def genotype_switches(space: SearchSpace, genotype: Genotype, net: SuperNet
         ``edge_switch`` ``(group, edge)``, ``op_switch`` ``(group, edge, op)`` on the net's device
         (``group`` = cell type when tied, cell otherwise).
     """
-    keep_edge, keep_op = live_mask(space, genotype)
-    op = (keep_op & keep_edge.unsqueeze(-1)).to(net.classifier.weight)
+    alive_edge, alive_op = alive_mask(space, genotype)
+    op = (alive_op & alive_edge.unsqueeze(-1)).to(net.classifier.weight)
     if not net.tied:
         op = op[net.cell_type_index.cpu()]
     edge = torch.ones(op.shape[:-1], dtype=op.dtype, device=op.device)
@@ -185,9 +185,9 @@ def derive_one_op_per_edge(space: SearchSpace, choice: Tensor) -> Genotype:
     """
     choice = torch.as_tensor(choice).long()
     live = (choice >= 0) & (choice < space.num_ops)
-    keep_op = torch.zeros(*choice.shape, space.num_ops, dtype=torch.bool)
-    keep_op[live] = torch.nn.functional.one_hot(choice[live], space.num_ops).bool()
-    genotype = derive(space, live, keep_op)
+    alive_op = torch.zeros(*choice.shape, space.num_ops, dtype=torch.bool)
+    alive_op[live] = torch.nn.functional.one_hot(choice[live], space.num_ops).bool()
+    genotype = derive(space, live, alive_op)
     if space.name != "nb201":
         return genotype
     nodes: list[list[tuple[str, int]]] = [[] for _ in range(space.num_nodes)]

@@ -81,8 +81,8 @@ def sample_random_genotype(space: SearchSpace, rng: np.random.Generator,
                 continue
         raise RuntimeError(f"no connected random cell of {space.name!r} in {max_tries} draws")
     edge_shape, op_shape = space.switch_shapes()
-    keep_edge = torch.zeros(edge_shape, dtype=torch.bool)
-    keep_op = torch.zeros(op_shape, dtype=torch.bool)
+    alive_edge = torch.zeros(edge_shape, dtype=torch.bool)
+    alive_op = torch.zeros(op_shape, dtype=torch.bool)
     for t, cell_type in enumerate(space.cell_types):
         edges = space.edges[cell_type]
         for j in range(space.num_nodes):
@@ -90,9 +90,9 @@ def sample_random_genotype(space: SearchSpace, rng: np.random.Generator,
             incoming = [e for e, (_, d) in enumerate(edges) if d == dst]
             chosen = rng.choice(incoming, size=min(2, len(incoming)), replace=False)
             for e in chosen:
-                keep_edge[t, int(e)] = True
-                keep_op[t, int(e), int(rng.integers(space.num_ops))] = True
-    return derive(space, keep_edge, keep_op)
+                alive_edge[t, int(e)] = True
+                alive_op[t, int(e), int(rng.integers(space.num_ops))] = True
+    return derive(space, alive_edge, alive_op)
 
 
 def _candidates(h: RunContext, n: int) -> list[Genotype]:
