@@ -1,0 +1,68 @@
+"""The compression networks: shapes, prunable layers, weight counts against hand counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyronas.compress.networks import NETWORKS, PrunableLayer, build_network, prunable_layers
+from pyronas.compress.surgery import count_weights
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "size"),
+    [("lenet300", 1, 28), ("lenet300", 1, 8), ("lenet5", 1, 28), ("lenet5", 1, 8),
+     ("lenet5", 1, 4), ("lenet5", 3, 16), ("vgg_small", 3, 32), ("vgg_small", 1, 8)],
+)  # fmt: skip
+def test_logits_have_the_classes(name: str, channels: int, size: int) -> None:
+    net = build_network(name, channels, size, num_classes=7)
+    assert net(torch.randn(3, channels, size, size)).shape == (3, 7)
+
+
+def test_lenet300_layers_and_weights() -> None:
+    layers = prunable_layers(build_network("lenet300", 1, 28, 10))
+    assert layers == [
+        PrunableLayer("fc1", "linear", 300, 784),
+        PrunableLayer("fc2", "linear", 100, 300),
+        PrunableLayer("fc3", "linear", 10, 100),
+    ]
+    assert count_weights(build_network("lenet300", 1, 28, 10)) == 784 * 300 + 300 * 100 + 1000
+
+
+def test_lenet5_is_the_caffe_net_at_28_pixels() -> None:
+    net = build_network("lenet5", 1, 28, 10)
+    layers = prunable_layers(net)
+    assert [(l.name, l.kind, l.out_units, l.in_units, l.in_block) for l in layers] == [
+        ("conv1", "conv", 20, 1, 1),
+        ("conv2", "conv", 50, 20, 1),
+        ("fc1", "linear", 500, 800, 16),
+        ("fc2", "linear", 10, 500, 1),
+    ]
+    assert count_weights(net) == 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10  # 430,500
+    assert net.get_submodule("conv2").weight.shape == (50, 20, 5, 5)
+
+
+def test_lenet5_pads_small_digits() -> None:
+    layers = prunable_layers(build_network("lenet5", 1, 8, 10))
+    assert layers[2] == PrunableLayer("fc1", "linear", 500, 50 * 2 * 2, 4)
+
+
+def test_vgg_small_layers_are_in_forward_order_with_batch_norm() -> None:
+    net = build_network("vgg_small", 3, 32, 10)
+    layers = prunable_layers(net)
+    assert [l.name for l in layers] == [f"conv{k}" for k in range(1, 7)] + ["fc1", "fc2"]
+    assert [l.out_units for l in layers[:6]] == [32, 32, 64, 64, 128, 128]
+    assert layers[6].in_units == 128 * 4 * 4 and layers[6].in_block == 16
+    assert all(net.get_submodule(f"bn{k}").num_features == layers[k - 1].out_units
+               for k in range(1, 7))  # fmt: skip
+    assert layers[-1].out_units == 10
+
+
+def test_bad_names_and_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown network 'lenet6'.*lenet300"):
+        build_network("lenet6", 1, 28, 10)
+    with pytest.raises(ValueError, match="at least 8x8"):
+        build_network("vgg_small", 3, 4, 10)
+    with pytest.raises(ValueError, match="at least 4x4"):
+        build_network("lenet5", 1, 3, 10)
+    assert set(NETWORKS) == {"lenet300", "lenet5", "vgg_small"}

@@ -1,0 +1,181 @@
+"""Physical pruning computes what the masked network computes; counts; bad masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from pyronas.compress.networks import build_network, prunable_layers
+from pyronas.compress.surgery import (
+    SelectInputs,
+    count_flops,
+    count_weights,
+    masked_copy,
+    prune_units,
+)
+
+SHAPES = {"lenet300": (1, 28), "lenet5": (1, 28), "vgg_small": (3, 16)}
+"""Input (channels, size) per network; vgg_small at 16 pixels to keep the test fast."""
+
+
+def _net(name: str, seed: int) -> nn.Module:
+    """A float64 network with random batch-norm statistics and affine parameters."""
+    torch.manual_seed(seed)
+    channels, size = SHAPES[name]
+    net = build_network(name, channels, size, num_classes=10).double()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+    return net
+
+
+def _masks(net: nn.Module, seed: int, p_alive: float, with_input: bool):
+    g = torch.Generator().manual_seed(seed)
+    alive = {}
+    for layer in prunable_layers(net)[:-1]:
+        mask = torch.rand(layer.out_units, generator=g) < p_alive
+        mask[torch.randint(layer.out_units, (1,), generator=g)] = True  # at least one unit
+        alive[layer.name] = mask
+    alive_in = None
+    if with_input:
+        first = prunable_layers(net)[0]
+        alive_in = torch.rand(first.in_units, generator=g) < p_alive
+        alive_in[0] = True
+    return alive, alive_in
+
+
+def _all_alive(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {l.name: torch.ones(l.out_units, dtype=torch.bool) for l in prunable_layers(net)[:-1]}
+
+
+@settings(max_examples=4, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SHAPES)),
+    seed=st.integers(0, 2**16),
+    p_alive=st.floats(0.05, 0.95),
+    with_input=st.booleans(),
+    train=st.booleans(),
+)
+def test_pruned_computes_the_masked_network(
+    name: str, seed: int, p_alive: float, with_input: bool, train: bool
+) -> None:
+    net = _net(name, seed)
+    alive, alive_in = _masks(net, seed, p_alive, with_input)
+    pruned, masked = prune_units(net, alive, alive_in), masked_copy(net, alive, alive_in)
+    pruned.train(train)
+    masked.train(train)
+    channels, size = SHAPES[name]
+    x = torch.randn(6, channels, size, size, dtype=torch.float64)
+    torch.testing.assert_close(pruned(x), masked(x), rtol=1e-12, atol=1e-12)
+    kept = prunable_layers(pruned)
+    assert [l.out_units for l in kept[:-1]] == [int(m.sum()) for m in alive.values()]
+    if alive_in is not None:
+        assert kept[0].in_units == int(alive_in.sum())
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_every_network_prunes_exactly(name: str, train: bool) -> None:
+    net = _net(name, seed=3).train(train)
+    alive, alive_in = _masks(net, seed=3, p_alive=0.4, with_input=True)
+    pruned = prune_units(net, alive, alive_in)
+    channels, size = SHAPES[name]
+    x = torch.randn(4, channels, size, size, dtype=torch.float64)
+    expected = masked_copy(net, alive, alive_in)(x)
+    torch.testing.assert_close(pruned(x), expected, rtol=1e-12, atol=1e-12)
+    assert pruned.training == train and pruned.get_submodule("fc1").weight.dtype == torch.float64
+    assert count_weights(pruned) < count_weights(net)
+    # the masked network really differs from the dense one, so the check above has teeth
+    assert (net(x) - expected).abs().max() > 1e-6
+
+
+def test_the_original_network_is_unchanged() -> None:
+    net = _net("vgg_small", seed=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    alive, alive_in = _masks(net, seed=1, p_alive=0.3, with_input=True)
+    prune_units(net, alive, alive_in)
+    masked_copy(net, alive, alive_in)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_keeping_everything_gives_the_same_network() -> None:
+    net = _net("lenet5", seed=2).eval()
+    pruned = prune_units(net, _all_alive(net))
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    assert torch.equal(pruned(x), net(x))
+    assert count_weights(pruned) == count_weights(net)
+
+
+def test_a_pruned_network_prunes_again() -> None:
+    net = _net("lenet300", seed=4).eval()
+    alive, alive_in = _masks(net, seed=4, p_alive=0.6, with_input=True)
+    once = prune_units(net, alive, alive_in)
+    again_out, again_in = _masks(once, seed=5, p_alive=0.6, with_input=True)
+    twice = prune_units(once, again_out, again_in)
+    assert isinstance(twice.get_submodule("select"), SelectInputs)
+    assert sum(isinstance(m, SelectInputs) for m in twice.modules()) == 1
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(
+        twice(x), masked_copy(once, again_out, again_in)(x), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_lenet300_weights_and_flops_against_hand_counts() -> None:
+    net = build_network("lenet300", 1, 28, 10)
+    assert count_weights(net) == 266_200
+    assert count_flops(net, (1, 28, 28)) == 266_200  # one multiply-add per weight
+    alive = {"fc1": torch.arange(300) < 150, "fc2": torch.arange(100) % 4 == 0}
+    alive_in = torch.arange(784) % 2 == 0  # 392 pixels
+    pruned = prune_units(net, alive, alive_in)
+    hand = 392 * 150 + 150 * 25 + 25 * 10  # 62,800
+    assert count_weights(pruned) == hand
+    assert count_flops(pruned, (1, 28, 28)) == hand
+
+
+def test_lenet5_flops_against_hand_counts() -> None:
+    net = build_network("lenet5", 1, 28, 10)
+    dense = 20 * 24 * 24 * 25 + 50 * 8 * 8 * 20 * 25 + 800 * 500 + 500 * 10
+    assert count_flops(net, (1, 28, 28)) == dense
+    alive = {"conv1": torch.arange(20) < 10, "conv2": torch.arange(50) < 25,
+             "fc1": torch.arange(500) < 250}  # fmt: skip
+    half = 10 * 24 * 24 * 25 + 25 * 8 * 8 * 10 * 25 + 400 * 250 + 250 * 10
+    assert count_flops(prune_units(net, alive), (1, 28, 28)) == half
+
+
+def test_bad_masks_name_the_layer() -> None:
+    net = build_network("lenet5", 1, 28, 10)
+    alive = _all_alive(net)
+    with pytest.raises(ValueError, match=r"alive_out\['conv2'\].*shape \(50,\).*layer 'conv2'"):
+        prune_units(net, {**alive, "conv2": torch.ones(49, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"alive_out\['fc1'\] must be a bool"):
+        prune_units(net, {**alive, "fc1": torch.ones(500)})
+    with pytest.raises(ValueError, match="no mask for layer.*'fc1'"):
+        prune_units(net, {k: v for k, v in alive.items() if k != "fc1"})
+    with pytest.raises(ValueError, match="'fc2', the classifier"):
+        prune_units(net, {**alive, "fc2": torch.ones(10, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"\['conv9'\], not hidden layers"):
+        masked_copy(net, {**alive, "conv9": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"keeps no unit of layer 'conv1'"):
+        prune_units(net, {**alive, "conv1": torch.zeros(20, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"alive_in must be a bool tensor of shape \(1,\)"):
+        prune_units(net, alive, torch.ones(784, dtype=torch.bool))
+
+
+def test_networks_that_are_not_chains_are_refused() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 3), nn.Linear(3, 2)
+
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        prune_units(Branchy(), {"fc1": torch.ones(3, dtype=torch.bool)})
+    net = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    with pytest.raises(TypeError, match="module '1' \\(Tanh\\)"):
+        prune_units(net, {"0": torch.ones(3, dtype=torch.bool)})
