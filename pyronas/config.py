@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from pyronas.data import DATASETS
+
 __all__ = [
     "CONFIG_DIR",
     "RETRAIN_CHOICES",
@@ -119,7 +121,7 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
 """Schema and defaults of a retraining run (DARTS CIFAR-10 protocol)."""
 
 RETRAIN_CHOICES: dict[str, tuple[Any, ...]] = {
-    "dataset": ("digits", "fashion-mnist", "cifar10", "imagenet"),
+    "dataset": DATASETS,
     "network": ("cifar", "imagenet"),
     "variant": ("darts", "authors"),
     "lr_schedule": ("cosine", "step"),

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pyronas.config import ConfigError, preset_layers, suggest
+from pyronas.data import DATASETS
 
 __all__ = [
     "DATASETS",
@@ -56,7 +57,6 @@ __all__ = [
     "type2_config",
 ]
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "imagenet")
 STRATEGY_NAMES = ("bayesnas", "darts1", "darts2", "random")
 SHORTCUT_HELP = {
     "lambda_edge": "price of an edge: keep an edge whose removal would raise the mean training "

@@ -290,9 +290,9 @@ def test_digits_resize_and_augment():
 
 
 def test_unknown_dataset_lists_known_names():
-    with pytest.raises(ValueError, match="known: digits, fashion-mnist, cifar10, imagenet"):
+    with pytest.raises(ValueError, match="known: digits, fashion-mnist, cifar10, imagenet, imagefolder"):
         load_dataset("mnist-plus")
-    assert DATASETS == ("digits", "fashion-mnist", "cifar10", "imagenet")
+    assert DATASETS == ("digits", "fashion-mnist", "cifar10", "imagenet", "imagefolder")
 
 
 def test_registry_names_every_loader():

@@ -12,7 +12,8 @@
 ``val``
     Held out from both, for model selection and early stopping during the search.
 ``test``
-    The official test set (``digits``: a fixed stratified 20% held out once).
+    The official test set (``digits``, and ``imagefolder`` without a ``test/`` folder: a fixed
+    stratified 20% held out once).
 
 ``train``, ``search`` and ``val`` are carved from the official training set (optionally first
 subsampled to ``train_size`` images) in the proportions ``fractions`` (default 50% / 25% / 25%),
@@ -30,8 +31,11 @@ The modules, lowest first (each imports only those above it):
 ``containers``
     :class:`DataSplits`, :class:`TensorImageDataset`, :class:`ImageFileDataset`.
 ``datasets``
-    One loader per data set taking a :class:`DataOptions`, the registry :data:`LOADERS`,
-    :func:`load_splits` and :func:`load_dataset`.
+    One loader per data set taking a :class:`DataOptions` (``imagefolder``: a user's own
+    ImageFolder tree), the registry :data:`LOADERS`, :func:`load_splits` and
+    :func:`load_dataset`.
+``custom``
+    :func:`from_torch_datasets`: a user's own map-style torch Datasets split by the same rules.
 ``batches``
     :func:`make_loader`, seeded DataLoaders.
 
@@ -41,6 +45,7 @@ patch ``pyronas.data.datasets.SYSTEM_FASHION_MNIST_DIR``, not the name re-export
 
 from pyronas.data.batches import make_loader
 from pyronas.data.containers import SPLIT_NAMES, DataSplits, ImageFileDataset, TensorImageDataset
+from pyronas.data.custom import dataset_labels, from_torch_datasets
 from pyronas.data.datasets import (
     CIFAR10_CLASSES,
     CIFAR10_FOLDER,
@@ -54,6 +59,7 @@ from pyronas.data.datasets import (
     DIGITS_TEST_SEED,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_FILES,
+    IMAGE_FOLDER_LAYOUT,
     LOADERS,
     SYSTEM_FASHION_MNIST_DIR,
     DataOptions,
@@ -64,10 +70,12 @@ from pyronas.data.datasets import (
     load_dataset,
     load_digits,
     load_fashion_mnist,
+    load_image_folder,
     load_imagenet,
     load_splits,
 )
 from pyronas.data.formats import (
+    GREY_MODES,
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
     IMAGE_EXTENSIONS,
@@ -75,14 +83,19 @@ from pyronas.data.formats import (
     read_cifar_batch,
     read_cifar_label_names,
     read_idx,
+    read_image_array,
     read_image_rgb,
+    scan_class_folders,
     scan_image_folder,
 )
 from pyronas.data.splits import (
     CARVE_SEED_OFFSET,
     DEFAULT_FRACTIONS,
+    HOLDOUT_FRACTION,
+    HOLDOUT_SEED,
     carve_splits,
     check_fractions,
+    hold_out_test,
     split_counts,
     stratified_split,
 )
@@ -112,11 +125,15 @@ __all__ = [
     "DIGITS_TEST_SEED",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
+    "GREY_MODES",
+    "HOLDOUT_FRACTION",
+    "HOLDOUT_SEED",
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
+    "IMAGE_FOLDER_LAYOUT",
     "LOADERS",
     "SPLIT_NAMES",
     "SYSTEM_FASHION_MNIST_DIR",
@@ -131,13 +148,17 @@ __all__ = [
     "channel_stats",
     "check_dataset_name",
     "check_fractions",
+    "dataset_labels",
     "dataset_names",
     "fashion_mnist_dirs",
+    "hold_out_test",
+    "from_torch_datasets",
     "imagenet_transforms",
     "load_cifar10",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "load_image_folder",
     "load_imagenet",
     "load_splits",
     "make_loader",
@@ -145,8 +166,10 @@ __all__ = [
     "read_cifar_batch",
     "read_cifar_label_names",
     "read_idx",
+    "read_image_array",
     "read_image_rgb",
     "resize_images",
+    "scan_class_folders",
     "scan_image_folder",
     "split_counts",
     "stratified_split",

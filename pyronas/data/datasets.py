@@ -14,14 +14,19 @@ Data sets (:data:`DATASETS`):
 ``imagenet``
     An ImageFolder tree ``data_dir/train/<class>/*.JPEG`` and ``data_dir/val/<class>/*``;
     ``search`` and ``val`` are carved from ``train``, ``test`` is the ``val`` folder.
+``imagefolder``
+    A user's own images (:func:`load_image_folder`): ``data_dir/<class>/<image>``, or
+    ``data_dir/train/<class>/...`` and optionally ``data_dir/test/<class>/...``; any size
+    (resized to ``image_size`` when given), any number of classes, grey or RGB. The test split
+    is the ``test/`` tree, else a fixed stratified 20% held out once, as for ``digits``.
 
-``digits``, ``fashion-mnist`` and ``cifar10`` are held in memory as tensors
+``digits``, ``fashion-mnist``, ``cifar10`` and ``imagefolder`` are held in memory as tensors
 (:class:`TensorImageDataset`); the splits without augmentation are normalised once at load time,
 so indexing them costs nothing. With ``augment=True`` only ``train`` is augmented, per item:
 random crop after zero padding by ``image_size / 8`` (CIFAR-10: 4), horizontal flip (not for
 ``digits``), normalisation, cutout. Normalisation uses the CIFAR-10 / ImageNet constants for
-those sets and the per-channel mean / std of the ``train`` split for ``digits`` and
-``fashion-mnist``.
+those sets and the per-channel mean / std of the ``train`` split for ``digits``,
+``fashion-mnist`` and ``imagefolder``.
 
 Every loader takes one :class:`DataOptions`; :data:`LOADERS` maps each name to its loader.
 """
@@ -45,14 +50,17 @@ from pyronas.data.formats import (
     read_cifar_batch,
     read_cifar_label_names,
     read_idx,
+    read_image_array,
+    scan_class_folders,
     scan_image_folder,
 )
 from pyronas.data.splits import (
     DEFAULT_FRACTIONS,
+    HOLDOUT_FRACTION,
+    HOLDOUT_SEED,
     carve_splits,
     check_fractions,
-    split_counts,
-    stratified_split,
+    hold_out_test,
 )
 from pyronas.data.transforms import (
     IMAGENET_MEAN,
@@ -66,10 +74,10 @@ from pyronas.data.transforms import (
 
 logger = logging.getLogger(__name__)
 
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_TEST_SEED = 0
-"""The digits test split is drawn once with this seed, whatever ``seed`` is, so that runs with
-different seeds are scored on the same images."""
+DIGITS_TEST_FRACTION = HOLDOUT_FRACTION
+DIGITS_TEST_SEED = HOLDOUT_SEED
+"""The digits test split: :func:`pyronas.data.splits.hold_out_test` (names kept for
+compatibility)."""
 
 SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
@@ -239,8 +247,7 @@ def load_digits(options: DataOptions) -> DataSplits:
     bunch = sklearn_digits()
     images = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)  # 0..16
     labels = bunch.target.astype(np.int64)
-    counts = split_counts(len(labels), [1 - DIGITS_TEST_FRACTION, DIGITS_TEST_FRACTION])
-    rest, test = stratified_split(labels, counts, DIGITS_TEST_SEED)
+    rest, test = hold_out_test(labels)
     return _in_memory_splits(
         "digits",
         images[torch.from_numpy(rest)],
@@ -454,6 +461,138 @@ def load_imagenet(options: DataOptions) -> DataSplits:
 
 
 # ----------------------------------------------------------------------------------------------
+# imagefolder: a user's own images
+# ----------------------------------------------------------------------------------------------
+
+IMAGE_FOLDER_LAYOUT = (
+    "an ImageFolder tree: <data-dir>/<class>/<image>, or <data-dir>/train/<class>/<image> with "
+    "an optional <data-dir>/test/<class>/<image>"
+)
+
+
+def _image_folder_dirs(root: Path) -> tuple[Path, Path | None]:
+    """The train tree and the test tree (None: hold the test split out) of an ``imagefolder``."""
+    if not (root / "train").is_dir():
+        return root, None
+    others = sorted(
+        e.name for e in root.iterdir()
+        if e.is_dir() and not e.name.startswith(".") and e.name not in ("train", "test")
+    )  # fmt: skip
+    if others:
+        raise DatasetError(
+            f"{root} holds train/ and also {', '.join(f'{o}/' for o in others)}: beside a train/ "
+            f"folder only test/ may be; expected {IMAGE_FOLDER_LAYOUT}"
+        )
+    test = root / "test"
+    return root / "train", test if test.is_dir() else None
+
+
+def _read_image_files(
+    samples: Sequence[tuple[str, int]], size: int, resize: bool
+) -> list[np.ndarray]:
+    """Decode ``samples`` to ``uint8`` arrays ``(size, size)`` (grey) or ``(size, size, 3)``.
+
+    An image of another size is resized (bilinear, antialiased) when ``resize``, else an
+    error that names it.
+    """
+    from PIL import Image
+
+    arrays = []
+    for path, _ in samples:
+        array = read_image_array(path)
+        h, w = array.shape[:2]
+        if (h, w) != (size, size):
+            if not resize:
+                raise DatasetError(
+                    f"{path}: {w}x{h} pixels, but the first image is {size}x{size}; pass "
+                    "--image-size (image_size) to resize every image to one square size"
+                )
+            resample = Image.Resampling.BILINEAR
+            array = np.asarray(Image.fromarray(array).resize((size, size), resample))
+        arrays.append(array)
+    return arrays
+
+
+def _stack_images(arrays: Sequence[np.ndarray], channels: int) -> Tensor:
+    """``uint8`` arrays ``(S, S)`` / ``(S, S, 3)`` -> one ``uint8`` tensor ``(N, channels, S, S)``
+    (grey images repeated on 3 channels when ``channels`` is 3)."""
+    stacked = np.stack(
+        [a[..., None].repeat(channels, axis=-1) if a.ndim == 2 else a for a in arrays]
+    )
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
+
+
+def load_image_folder(options: DataOptions) -> DataSplits:
+    """A user's own images from an ImageFolder tree, held in memory like ``digits``.
+
+    ``options.data_dir`` holds one folder per class (``<class>/<image>``, sub-folders allowed),
+    or ``train/<class>/...`` and optionally ``test/<class>/...``. Labels follow the sorted
+    class folder names of the train tree. ``search`` and ``val`` are carved from the train tree;
+    ``test`` is the ``test/`` tree, else a fixed stratified 20% of the train tree held out
+    once (:func:`pyronas.data.splits.hold_out_test`), as for ``digits``.
+
+    Images may have any size: every image is resized to ``options.image_size`` when it is
+    given, else all must have the (square) size of the first one. They are grey (1 channel)
+    when every image is grey, else RGB (grey images repeated on 3 channels; alpha dropped).
+    Pixels are scaled to [0, 1] and normalised by the per-channel mean / std of the ``train``
+    split; augmentation is that of CIFAR-10 (crop after padding by ``image_size / 8``, flip,
+    cutout). The images are held as ``uint8``: ``N * C * S * S`` bytes.
+
+    Raises
+    ------
+    DatasetError
+        No ``data_dir``, a missing folder, a folder without class folders, an empty class
+        folder, a file that is not an image (named), images of different sizes without
+        ``image_size``, fewer than 2 classes, a test class unknown to the train tree.
+    """
+    if options.data_dir is None:
+        raise DatasetError(f"the imagefolder data set needs --data-dir pointing at "
+                           f"{IMAGE_FOLDER_LAYOUT}")  # fmt: skip
+    root = options.data_dir
+    if not root.is_dir():
+        raise DatasetError(f"{root}: folder not found; expected {IMAGE_FOLDER_LAYOUT}")
+    if options.download:
+        logger.warning("an imagefolder data set cannot be downloaded; reading %s", root)
+    train_dir, test_dir = _image_folder_dirs(root)
+    train_samples, classes = scan_class_folders(train_dir)
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{train_dir}: {len(classes)} class folder ({', '.join(classes)}); a classifier "
+            f"needs at least 2, one sub-folder per class"
+        )
+    test_samples = None if test_dir is None else scan_class_folders(test_dir, classes)[0]
+    logger.info("reading %d images of %d classes from %s", len(train_samples), len(classes), root)
+
+    size = options.image_size
+    if size is None:
+        first_path = train_samples[0][0]
+        h, w = read_image_array(first_path).shape[:2]
+        if h != w:
+            raise DatasetError(
+                f"{first_path}: {w}x{h} pixels, not square; pass --image-size (image_size) to "
+                "resize every image to one square size"
+            )
+        size = h
+    resize = options.image_size is not None
+    train_arrays = _read_image_files(train_samples, size, resize)
+    test_arrays = [] if test_samples is None else _read_image_files(test_samples, size, resize)
+    channels = 1 if all(a.ndim == 2 for a in (*train_arrays, *test_arrays)) else 3
+    images = _stack_images(train_arrays, channels)
+    labels = np.array([label for _, label in train_samples], dtype=np.int64)
+    if test_samples is None:
+        rest, test = hold_out_test(labels)
+        test_images, test_labels = images[torch.from_numpy(test)], labels[test]
+        images, labels = images[torch.from_numpy(rest)], labels[rest]
+    else:
+        test_images = _stack_images(test_arrays, channels)
+        test_labels = np.array([label for _, label in test_samples], dtype=np.int64)
+    return _in_memory_splits(
+        "imagefolder", images, labels, test_images, test_labels, classes, options,
+        max_value=255.0, flip=True,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
 # The registry
 # ----------------------------------------------------------------------------------------------
 
@@ -462,6 +601,7 @@ LOADERS: dict[str, Callable[[DataOptions], DataSplits]] = {
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "imagenet": load_imagenet,
+    "imagefolder": load_image_folder,
 }
 """Data set name -> loader."""
 

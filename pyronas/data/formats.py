@@ -203,3 +203,96 @@ def scan_image_folder(
                 if fname.lower().endswith(IMAGE_EXTENSIONS):
                     samples.append((os.path.join(dirpath, fname), index[c]))
     return samples, list(classes)
+
+
+GREY_MODES: frozenset[str] = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L", "I;16N"})
+"""PIL modes read as one grey channel (8-bit, or 16-bit scaled to 8); every other mode is read
+as RGB (alpha dropped, palettes expanded)."""
+
+
+def read_image_array(path: str | Path) -> np.ndarray:
+    """Decode an image file to ``uint8`` ``(H, W)`` (grey, :data:`GREY_MODES`) or ``(H, W, 3)``.
+
+    Raises
+    ------
+    DatasetError
+        Naming the file, when it is not an image PIL can decode.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode.startswith("I;16"):
+                array = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)
+            elif im.mode in GREY_MODES:
+                array = np.asarray(im.convert("L"), dtype=np.uint8)
+            else:
+                array = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+        raise DatasetError(f"{path}: not an image that can be decoded ({exc})") from exc
+    return array.copy()
+
+
+def scan_class_folders(
+    root: Path, classes: Sequence[str] | None = None
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """The images of a user's ImageFolder tree ``root/<class>/**/<image>``, checked strictly.
+
+    Like :func:`scan_image_folder`, but every file under a class folder must be an image
+    (:data:`IMAGE_EXTENSIONS`; hidden files, whose names start with ``.``, are skipped) and
+    every class folder must hold at least one. Files directly in ``root`` are ignored.
+
+    Parameters
+    ----------
+    root
+        The tree.
+    classes
+        The class names in label order (those of the train tree); None: the sub-folders of
+        ``root``, sorted by name. A sub-folder of ``root`` outside ``classes`` is an error; a
+        class without a folder is not (a test tree may lack classes).
+
+    Returns
+    -------
+    (samples, classes)
+        ``(path, label)`` pairs in sorted order, and the class names.
+
+    Raises
+    ------
+    DatasetError
+        ``root`` missing or without class folders, an empty class folder, a file that is not
+        an image (named), a class folder not in ``classes``.
+    """
+    if not root.is_dir():
+        raise DatasetError(f"{root}: folder not found")
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not folders:
+        raise DatasetError(
+            f"{root}: no class folders; expected one sub-folder per class holding its images "
+            f"({root}/<class>/<image>)"
+        )
+    classes = list(folders if classes is None else classes)
+    index = {c: i for i, c in enumerate(classes)}
+    samples = []
+    for c in folders:
+        if c not in index:
+            raise DatasetError(
+                f"{root / c}: class folder not present in the train folder (classes: "
+                f"{', '.join(classes)})"
+            )
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root / c, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in filenames:
+                if fname.startswith("."):
+                    continue
+                path = os.path.join(dirpath, fname)
+                if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    raise DatasetError(
+                        f"{path}: not an image (image files end in "
+                        f"{', '.join(IMAGE_EXTENSIONS)}); move it out of the class folder"
+                    )
+                found.append(path)
+        if not found:
+            raise DatasetError(f"{root / c}: empty class folder (no images)")
+        samples += [(path, index[c]) for path in sorted(found)]
+    return samples, classes

@@ -14,6 +14,13 @@ import numpy as np
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.5, 0.25, 0.25)
 """Default (train, search, val) shares of the official training set."""
 
+HOLDOUT_FRACTION = 0.2
+HOLDOUT_SEED = 0
+"""Data sets without an official test set (``digits``, an ``imagefolder`` tree without
+``test/``, :func:`pyronas.data.from_torch_datasets` without ``test``) hold out this stratified
+share as ``test``, drawn once with this seed whatever the run's seed is, so that runs with
+different seeds are scored on the same images."""
+
 CARVE_SEED_OFFSET = 1_000_003
 """Added to ``seed`` for the cut into (train, search, val), so that it is a stream independent
 of the ``train_size`` subsample."""
@@ -146,3 +153,11 @@ def carve_splits(
         raise ValueError(f"fractions {tuple(fractions)} leave the train split empty")
     parts = stratified_split(labels[pool], counts, seed + CARVE_SEED_OFFSET)
     return [pool[p] for p in parts]
+
+
+def hold_out_test(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, test)``: sorted indices of a fixed stratified :data:`HOLDOUT_FRACTION` of
+    ``labels`` ``(N,)`` (seed :data:`HOLDOUT_SEED`) and of the items left."""
+    counts = split_counts(len(labels), [1 - HOLDOUT_FRACTION, HOLDOUT_FRACTION])
+    rest, test = stratified_split(labels, counts, HOLDOUT_SEED)
+    return rest, test
