@@ -1,0 +1,215 @@
+"""Magnitude-pruning baselines, each followed by the same fine-tuning budget.
+
+* :func:`magnitude_prune`: global unstructured pruning, the weights of smallest absolute value
+  over all prunable layers set to zero (and kept at zero while fine-tuning) until a target
+  fraction of them is gone.
+* :func:`structured_prune`: in every hidden layer, the units (rows / filters) of largest L2
+  norm are kept, the others physically removed by :func:`~pyronas.compress.surgery.prune_units`.
+
+Both fine-tune with :func:`fine_tune`, a plain SGD loop on any iterable of ``(x, y)`` batches,
+for the epochs of a :class:`FineTune` budget.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pyronas.compress.networks import prunable_layers
+from pyronas.compress.surgery import prune_units
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """The fine-tuning budget: SGD with momentum for ``epochs`` passes over the loader."""
+
+    epochs: int = 1
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+def _to(x: Tensor, like: Tensor) -> Tensor:
+    return x.to(like.device, like.dtype if x.is_floating_point() else x.dtype)
+
+
+def fine_tune(
+    net: nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    budget: FineTune,
+    weight_masks: dict[str, Tensor] | None = None,
+) -> list[float]:
+    """Train ``net`` in place on the mean cross-entropy with SGD.
+
+    Parameters
+    ----------
+    net : nn.Module
+        Returns logits ``(batch, classes)``; batches are moved to its device and float dtype.
+    loader : iterable of (Tensor, Tensor)
+        Batches ``x (batch, ...)`` and integer labels ``y (batch,)``; iterated once per epoch.
+    budget : FineTune
+        Epochs and SGD settings.
+    weight_masks : dict of str to Tensor, optional
+        ``weight_masks[layer name]``: bool of the layer's weight shape; weights where it is
+        False are zeroed before training and after every step.
+
+    Returns
+    -------
+    list of float
+        The mean training loss of every epoch.
+    """
+    parameter = next(net.parameters())
+    optimizer = torch.optim.SGD(net.parameters(), lr=budget.lr, momentum=budget.momentum,
+                                weight_decay=budget.weight_decay)  # fmt: skip
+    apply_weight_masks(net, weight_masks or {})
+    net.train()
+    losses = []
+    for _ in range(budget.epochs):
+        total, count = 0.0, 0
+        for x, y in loader:
+            x, y = _to(x, parameter), y.to(parameter.device)
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            apply_weight_masks(net, weight_masks or {})
+            total, count = total + loss.item() * len(y), count + len(y)
+        losses.append(total / max(count, 1))
+    return losses
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
+    """``(mean cross-entropy, accuracy)`` of ``net`` in eval mode over the loader's batches."""
+    parameter = next(net.parameters())
+    training = net.training
+    net.eval()
+    loss, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        x, y = _to(x, parameter), y.to(parameter.device)
+        logits = net(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+        count += len(y)
+    net.train(training)
+    return loss / max(count, 1), correct / max(count, 1)
+
+
+def apply_weight_masks(net: nn.Module, weight_masks: dict[str, Tensor]) -> None:
+    """Zero, in place, the weights of ``net.get_submodule(name)`` where ``weight_masks[name]``
+    is False."""
+    with torch.no_grad():
+        for name, mask in weight_masks.items():
+            weight = net.get_submodule(name).weight
+            weight.mul_(mask.to(weight.device, weight.dtype))
+
+
+def magnitude_masks(net: nn.Module, sparsity: float) -> dict[str, Tensor]:
+    """Global unstructured magnitude masks: the smallest ``|w|`` over all prunable layers go.
+
+    Parameters
+    ----------
+    net : nn.Module
+        A network of :mod:`pyronas.compress.networks`.
+    sparsity : float
+        Fraction of the weights (of all ``nn.Linear`` / ``nn.Conv2d`` layers, classifier
+        included; biases excluded) to remove, in ``[0, 1)``.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``masks[layer name]``: bool of the weight's shape, True where the weight stays;
+        ``round((1 - sparsity) * total)`` entries are True in all.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    layers = prunable_layers(net)
+    weights = [net.get_submodule(layer.name).weight.detach() for layer in layers]
+    flat = torch.cat([w.abs().flatten() for w in weights])
+    keep = max(1, round((1.0 - sparsity) * flat.numel()))
+    alive = torch.zeros_like(flat, dtype=torch.bool)
+    alive[torch.topk(flat, keep).indices] = True
+    masks, start = {}, 0
+    for layer, weight in zip(layers, weights, strict=True):
+        masks[layer.name] = alive[start : start + weight.numel()].view_as(weight)
+        start += weight.numel()
+    return masks
+
+
+def magnitude_prune(
+    net: nn.Module,
+    sparsity: float,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    budget: FineTune,
+) -> tuple[nn.Module, dict[str, Tensor]]:
+    """Global unstructured magnitude pruning of a copy of ``net``, then fine-tuning.
+
+    Returns
+    -------
+    (nn.Module, dict of str to Tensor)
+        The fine-tuned copy (same shapes, pruned weights zero) and its weight masks
+        (:func:`magnitude_masks`). ``net`` is not changed.
+    """
+    masks = magnitude_masks(net, sparsity)
+    pruned = copy.deepcopy(net)
+    fine_tune(pruned, loader, budget, weight_masks=masks)
+    return pruned, masks
+
+
+def norm_alive(net: nn.Module, units: dict[str, int]) -> dict[str, Tensor]:
+    """Alive masks keeping, per hidden layer, the ``units[name]`` rows / filters of largest
+    L2 norm.
+
+    Parameters
+    ----------
+    net : nn.Module
+        A network of :mod:`pyronas.compress.networks`.
+    units : dict of str to int
+        Units to keep per hidden layer, in ``1 .. out_units``; a hidden layer not named keeps
+        all of its units.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``alive_out`` for :func:`~pyronas.compress.surgery.prune_units`: bool ``(out_units,)``.
+    """
+    hidden = {layer.name: layer for layer in prunable_layers(net)[:-1]}
+    unknown = sorted(set(units) - set(hidden))
+    if unknown:
+        raise ValueError(f"units names {unknown}, not hidden layers of the network "
+                         f"({', '.join(hidden)})")  # fmt: skip
+    alive = {}
+    for name, layer in hidden.items():
+        keep = units.get(name, layer.out_units)
+        if not 1 <= keep <= layer.out_units:
+            raise ValueError(f"units[{name!r}] = {keep}; layer {name!r} has "
+                             f"{layer.out_units} units and keeps at least 1")  # fmt: skip
+        weight = net.get_submodule(name).weight.detach()
+        norms = weight.flatten(1).norm(dim=1)
+        mask = torch.zeros(layer.out_units, dtype=torch.bool, device=weight.device)
+        mask[torch.topk(norms, keep).indices] = True
+        alive[name] = mask
+    return alive
+
+
+def structured_prune(
+    net: nn.Module,
+    units: dict[str, int],
+    loader: Iterable[tuple[Tensor, Tensor]],
+    budget: FineTune,
+) -> nn.Module:
+    """Structured pruning by unit norm (:func:`norm_alive`), physically, then fine-tuning.
+
+    Returns
+    -------
+    nn.Module
+        The smaller, fine-tuned network; ``net`` is not changed.
+    """
+    pruned = prune_units(net, norm_alive(net, units))
+    fine_tune(pruned, loader, budget)
+    return pruned
