@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,20 @@ def _genotype_parser(sub: argparse._SubParsersAction) -> None:
         "one (genotype_nb201.txt)",
     )
     _add_nb201(show)
-    show.add_argument("--out", type=Path, default=Path("."), help="folder for the drawings")
+    show.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the drawings <name>_<cell type>.<format> (default: next to the "
+        "genotype file; the current folder for a bundled name or a string)",
+    )
+    show.add_argument(
+        "--group",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="draw the ops of an edge as one box listing them (auto: when an edge has more "
+        "than two ops)",
+    )
     show.add_argument(
         "--format", dest="fmt", default="png", choices=["png", "svg"], help="image format"
     )
@@ -190,8 +204,14 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 def _cmd_genotype_show(args: argparse.Namespace) -> int:
     from pyronas.diagram import show_genotype
 
+    group = {"auto": None, "yes": True, "no": False}[args.group]
     text, paths = show_genotype(
-        args.genotype, args.out, fmt=args.fmt, nb201=args.nb201, nb201_epochs=args.nb201_epochs
+        args.genotype,
+        args.out,
+        fmt=args.fmt,
+        nb201=args.nb201,
+        nb201_epochs=args.nb201_epochs,
+        group=group,
     )
     print(text)
     for path in paths:
@@ -213,8 +233,101 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return run_analyze_cli(args.runs, args.out, nb201=args.nb201, nb201_epochs=args.nb201_epochs)
 
 
+EXIT_BAD_INPUT = 2
+"""Exit status of a command that cannot run as given (configuration, files, run folder)."""
+EXIT_RUN_FAILED = 3
+"""Exit status of a run that started and failed (search result, non-finite loss, memory)."""
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    """The library's errors for input a user can get wrong (all subclasses of ValueError or
+    OSError; named here as the catalogue in docs/bad-inputs.md lists them)."""
+    from pyronas.checkpoint import CheckpointMismatchError
+    from pyronas.config import ConfigError
+    from pyronas.data import DatasetError
+    from pyronas.genotype import GenotypeError
+    from pyronas.nb201 import NB201Error
+    from pyronas.runs import RunFolderError
+    from pyronas.search_posterior import PosteriorFileError
+
+    return (ConfigError, GenotypeError, DatasetError, PosteriorFileError, RunFolderError,
+            CheckpointMismatchError, NB201Error, FileExistsError, PermissionError, OSError,
+            ValueError, KeyError)  # fmt: skip
+
+
+def _batch_size(args: argparse.Namespace) -> int | None:
+    """The batch size of a search or retraining command (flag, config file or default)."""
+    if args.command == "retrain":
+        from pyronas.train import resolved_config
+
+        return int(resolved_config(args.config, _overrides(args))["batch_size"])
+    if args.command == "search":
+        from pyronas.settings import flag_overrides, load_search_settings
+
+        return load_search_settings(args.config, flag_overrides(args)).training.batch_size
+    return None
+
+
+def _out_of_memory_message(args: argparse.Namespace) -> str:
+    """``out of memory: try --batch-size N/2`` where the command has a batch size."""
+    try:
+        size = _batch_size(args)
+    except Exception:  # the settings were read once already; never hide the OOM behind this
+        size = None
+    if size is None:
+        return "out of memory"
+    return f"out of memory at batch size {size}: try --batch-size {max(1, size // 2)}"
+
+
+def _report(err: BaseException, args: argparse.Namespace) -> int:
+    """Print one line for an error a user can cause and return the exit status; re-raise any
+    other error (a bug: its traceback is wanted)."""
+    from pyronas.search import SearchFailed
+    from pyronas.train import is_out_of_memory
+
+    if args.verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    if isinstance(err, KeyboardInterrupt):
+        resumable = args.command in ("search", "retrain")
+        hint = "; rerun the same command with --resume to continue" if resumable else ""
+        print(f"pyronas: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(err, SearchFailed):
+        # The search ran but its result would mean nothing: say why, keep the run folder.
+        print(f"pyronas: search failed: {err}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    if isinstance(err, FloatingPointError):
+        print(f"pyronas: error: {err}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    if is_out_of_memory(err):
+        text = str(err) if isinstance(err, MemoryError) and str(err) else (
+            _out_of_memory_message(args))
+        print(f"pyronas: error: {text}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    if isinstance(err, _bad_input_types()):
+        print(f"pyronas: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    raise err
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an error; an operating-system error as ``<reason>: <file>``."""
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror.lower()}{where}"
+    return str(err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pyronas`` console script."""
+    """Entry point of the ``pyronas`` console script.
+
+    An error a user can cause (see docs/bad-inputs.md) prints one line, ``pyronas: error:
+    <message>`` (with ``-v`` after the traceback), and returns :data:`EXIT_BAD_INPUT` (bad input),
+    :data:`EXIT_RUN_FAILED` (the run failed: no usable result, a non-finite loss, out of memory)
+    or :data:`EXIT_INTERRUPTED` (Ctrl-C). Finished work (checkpoints, metrics) stays on disk.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -224,18 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # arviz logs at INFO which of its optional preview packages are missing: not news to users
     logging.getLogger("arviz").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    from pyronas.search import SearchFailed
-
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # Bad input: say what is wrong without a traceback.
-        print(f"pyronas: error: {err}", file=sys.stderr)
-        return 2
-    except SearchFailed as err:
-        # The search ran but its result would mean nothing: say why, keep the run folder.
-        print(f"pyronas: search failed: {err}", file=sys.stderr)
-        return 3
+    except (Exception, KeyboardInterrupt) as err:
+        return _report(err, args)
 
 
 if __name__ == "__main__":

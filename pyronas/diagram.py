@@ -1,28 +1,42 @@
 """Cell diagrams of genotypes.
 
-Each cell type is drawn as a graph: cell inputs, intermediate nodes and the output, one arrow per
-op labelled with the op (a multi-op edge is several arrows), and dashed arrows from the
-concatenated nodes to the output. Graphviz's ``dot`` program draws it when it is on the PATH (we
-write the DOT text and run ``dot``; no Python binding needed); otherwise matplotlib (Agg, no
-display) draws a layered layout.
+Each cell type is drawn as a graph: cell inputs, intermediate nodes and the output, the ops on
+the edges, and dashed arrows from the concatenated nodes to the output. An edge with several ops
+is either several arrows, one labelled op each, or one arrow labelled with the list of its ops
+(``group``; the default when some edge has more than :data:`GROUP_ABOVE` ops, as in the cells
+BayesNAS finds). Graphviz's ``dot`` program draws it when it is on the PATH (we write the DOT
+text and run ``dot``; no Python binding needed); otherwise matplotlib (Agg, no display) draws a
+layered layout in which no two labels overlap and nothing leaves the canvas, node names set as
+mathtext (``$c_{k-1}$``).
+
+The matplotlib layout works in inches: one data unit is one inch of the figure, so text sizes
+measured by the renderer are data sizes, and the figure is sized to what it holds.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from pyronas.genotype import Genotype, describe, from_nb201_string, load_genotype
+from pyronas.space import node_name
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "svg")
+
+GROUP_ABOVE = 2
+"""``group=None`` groups the ops of an edge when some edge carries more ops than this."""
 
 OP_COLORS = {
     "sep_conv_3x3": "#1f77b4",
@@ -36,46 +50,118 @@ OP_COLORS = {
     "nor_conv_3x3": "#1f77b4",
 }
 
+OUTPUT = -1
+"""Node id of the cell output ``c_k``."""
 
-def _labels(genotype: Genotype, cell_type: str) -> dict[int, str]:
-    """Display name of every node (DARTS index), plus ``-1`` for the output."""
-    n_in = genotype.num_inputs
-    n_nodes = len(genotype.cell(cell_type))
-    if n_in == 2:
-        names = {0: "c_{k-2}", 1: "c_{k-1}"}
-    else:
-        names = {i: f"in{i}" for i in range(n_in)}
-    names.update({n_in + j: str(j) for j in range(n_nodes)})
-    names[-1] = "c_k"
-    return names
+NODE_SIZE, OP_SIZE, TITLE_SIZE = 11.0, 8.5, 12.0  # font sizes in points
+PAD = 0.05  # inches of white around a label's text
+GAP = 0.06  # inches kept free between labels and boxes
 
 
-def _drawn_nodes(genotype: Genotype, cell_type: str) -> list[int]:
-    """Inputs and the intermediate nodes that have an input (removed nodes are not drawn)."""
+def math_label(name: str) -> str:
+    """Mathtext of a node or edge name: ``c_{k-1}`` -> ``$c_{k-1}$``, ``n0`` -> ``$n_0$``,
+    ``c_{k-2}->n0`` -> ``$c_{k-2} \\rightarrow n_0$``."""
+    if "->" in name:
+        src, dst = (math_label(part.strip()).strip("$") for part in name.split("->", 1))
+        return f"${src} \\rightarrow {dst}$"
+    match = re.fullmatch(r"([A-Za-z]+)(\d+)", name)
+    if match:
+        return f"${match[1]}_{{{match[2]}}}$"
+    if "_{" in name:
+        return f"${name}$"
+    return name
+
+
+@dataclass(frozen=True)
+class CellGraph:
+    """What one cell drawing shows.
+
+    Attributes
+    ----------
+    names
+        Node id -> display name (mathtext allowed), inputs first, then the intermediate nodes
+        in order, then :data:`OUTPUT` when the output is drawn.
+    num_inputs
+        The first ``num_inputs`` entries of ``names`` are cell inputs.
+    ops
+        ``(src, dst, op, text)`` per op: the op's colour comes from ``op``, its label is
+        ``text``.
+    concat
+        Nodes joined into the output (dashed arrows); empty: no output drawn.
+    title
+        Figure title.
+    """
+
+    names: dict[int, str]
+    num_inputs: int
+    ops: tuple[tuple[int, int, str, str], ...]
+    concat: tuple[int, ...]
+    title: str
+
+    def max_ops_per_edge(self) -> int:
+        """Most ops on one ``(src, dst)`` pair (0 without ops)."""
+        counts: dict[tuple[int, int], int] = {}
+        for src, dst, _, _ in self.ops:
+            counts[src, dst] = counts.get((src, dst), 0) + 1
+        return max(counts.values(), default=0)
+
+
+def cell_graph(genotype: Genotype, cell_type: str) -> CellGraph:
+    """The :class:`CellGraph` of one cell type: every op labelled with its name; removed
+    nodes (no input) are left out."""
     n_in = genotype.num_inputs
     cell = genotype.cell(cell_type)
-    return list(range(n_in)) + [n_in + j for j, pairs in enumerate(cell) if pairs]
+    names = {i: math_label(node_name(i, n_in)) for i in range(n_in)}
+    names.update({n_in + j: math_label(node_name(n_in + j, n_in))
+                  for j, pairs in enumerate(cell) if pairs})
+    names[OUTPUT] = "$c_{k}$"
+    ops = tuple((src, n_in + j, op, op) for j, pairs in enumerate(cell) for op, src in pairs)
+    return CellGraph(names, n_in, ops, tuple(genotype.concat(cell_type)), f"{cell_type} cell")
 
 
-def to_dot(genotype: Genotype, cell_type: str) -> str:
-    """DOT text of one cell type (left to right, one labelled edge per op)."""
-    names = _labels(genotype, cell_type)
-    n_in = genotype.num_inputs
+def _group(graph: CellGraph, group: bool | None) -> bool:
+    return graph.max_ops_per_edge() > GROUP_ABOVE if group is None else bool(group)
+
+
+# --------------------------------------------------------------------------------------------
+# graphviz
+
+
+def _dot_label(name: str) -> str:
+    """A graphviz HTML label of a (mathtext) node name: subscripts as ``<SUB>``."""
+    plain = name.strip("$").replace("{", "").replace("}", "")
+    if "_" in plain:
+        base, sub = plain.split("_", 1)
+        return f"<<I>{base}</I><SUB>{sub}</SUB>>"
+    return f'"{plain}"'
+
+
+def to_dot(genotype: Genotype, cell_type: str, group: bool | None = None) -> str:
+    """DOT text of one cell type (left to right): one labelled edge per op, or with ``group``
+    one edge per ``(src, dst)`` listing its ops (default: :data:`GROUP_ABOVE`)."""
+    graph = cell_graph(genotype, cell_type)
     lines = [
         f'digraph "{cell_type}" {{',
         "  rankdir=LR;",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
     ]
-    for node in _drawn_nodes(genotype, cell_type):
-        fill = "darkseagreen2" if node < n_in else "lightblue"
-        lines.append(f'  n{node} [label="{names[node]}", fillcolor={fill}];')
-    lines.append(f'  out [label="{names[-1]}", fillcolor=palegoldenrod];')
-    for j, pairs in enumerate(genotype.cell(cell_type)):
-        for op, src in pairs:
+    for node, name in graph.names.items():
+        if node == OUTPUT:
+            continue
+        fill = "darkseagreen2" if node < graph.num_inputs else "lightblue"
+        lines.append(f"  n{node} [label={_dot_label(name)}, fillcolor={fill}];")
+    lines.append(f"  out [label={_dot_label(graph.names[OUTPUT])}, fillcolor=palegoldenrod];")
+    if _group(graph, group):
+        for (src, dst), ops in _edges(graph).items():
+            label = "\\n".join(text for _, text in ops)
+            width = 1 + 0.3 * len(ops)
+            lines.append(f'  n{src} -> n{dst} [label="{label}", penwidth={width:.1f}];')
+    else:
+        for src, dst, op, text in graph.ops:
             color = OP_COLORS.get(op, "black")
-            lines.append(f'  n{src} -> n{n_in + j} [label="{op}", color="{color}"];')
-    for c in genotype.concat(cell_type):
+            lines.append(f'  n{src} -> n{dst} [label="{text}", color="{color}"];')
+    for c in graph.concat:
         lines.append(f"  n{c} -> out [style=dashed, color=gray];")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -91,90 +177,252 @@ def _draw_dot(dot_exe: str, text: str, path: Path, fmt: str) -> None:
     )
 
 
-def _layers(genotype: Genotype, cell_type: str) -> dict[int, int]:
-    """Layer of every drawn node: inputs 0, a node 1 + the deepest of its inputs, output last."""
-    n_in = genotype.num_inputs
-    layer = {i: 0 for i in range(n_in)}
-    for j, pairs in enumerate(genotype.cell(cell_type)):
-        if pairs:
-            layer[n_in + j] = 1 + max(layer[src] for _, src in pairs)
-    layer[-1] = 1 + max(layer.values())
+# --------------------------------------------------------------------------------------------
+# matplotlib
+
+
+def _edges(graph: CellGraph) -> dict[tuple[int, int], list[tuple[str, str]]]:
+    """``(src, dst) -> [(op, text), ...]`` in op order."""
+    edges: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for src, dst, op, text in graph.ops:
+        edges.setdefault((src, dst), []).append((op, text))
+    return edges
+
+
+def _layers(graph: CellGraph) -> dict[int, int]:
+    """Layer of every drawn node: inputs 0, a node 1 + the deepest of its inputs (1 without
+    inputs), the output last."""
+    layer = {node: 0 for node in list(graph.names)[: graph.num_inputs]}
+    sources: dict[int, list[int]] = {}
+    for src, dst, _, _ in graph.ops:
+        sources.setdefault(dst, []).append(src)
+    for node in graph.names:
+        if node not in layer and node != OUTPUT:
+            layer[node] = 1 + max((layer[s] for s in sources.get(node, []) if s in layer),
+                                  default=0)
+    if OUTPUT in graph.names:
+        layer[OUTPUT] = 1 + max(layer.values())
     return layer
 
 
-def _draw_matplotlib(genotype: Genotype, cell_type: str, path: Path, fmt: str) -> None:
-    names = _labels(genotype, cell_type)
-    layer = _layers(genotype, cell_type)
-    by_layer: dict[int, list[int]] = {}
-    for node in sorted(layer, key=lambda n: (layer[n], n if n >= 0 else 10**9)):
-        by_layer.setdefault(layer[node], []).append(node)
-    dx, dy, w, h = 3.4, 1.6, 1.1, 0.5
-    pos = {}
-    for lay, nodes in by_layer.items():
-        for i, node in enumerate(nodes):
-            pos[node] = (lay * dx, (i - (len(nodes) - 1) / 2) * dy)
-    n_layers = max(by_layer) + 1
-    height = max(len(v) for v in by_layer.values())
-    fig = Figure(figsize=(1.0 + 2.2 * n_layers, 1.5 + 1.1 * height))
+def _overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two ``(x0, y0, x1, y1)`` rectangles overlap."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class _Measure:
+    """Text sizes in inches from the Agg renderer."""
+
+    def __init__(self) -> None:
+        self.fig = Figure()
+        self.renderer = FigureCanvasAgg(self.fig).get_renderer()
+        self.sizes: dict[tuple[str, float], tuple[float, float]] = {}
+
+    def __call__(self, text: str, size: float) -> tuple[float, float]:
+        if (text, size) not in self.sizes:
+            artist = self.fig.text(0, 0, text, fontsize=size)
+            box = artist.get_window_extent(self.renderer)
+            artist.remove()
+            self.sizes[text, size] = (box.width / self.fig.dpi, box.height / self.fig.dpi)
+        return self.sizes[text, size]
+
+
+@dataclass
+class _Box:
+    """A drawn box: centre, size, text lines ``(text, colour)`` and line height (inches)."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    lines: list[tuple[str, str]]
+    line_height: float
+
+    def rect(self) -> tuple[float, float, float, float]:
+        w, h = self.width / 2, self.height / 2
+        return (self.x - w, self.y - h, self.x + w, self.y + h)
+
+
+def _spread(ys: list[float], heights: list[float], gap: float) -> list[float]:
+    """Shift the centres ``ys`` (top to bottom) down as little as needed so that boxes of the
+    given heights are ``gap`` apart, then centre the result on the mean of ``ys``."""
+    out: list[float] = []
+    for y, h in zip(ys, heights, strict=True):
+        if out:
+            y = min(y, out[-1] - heights[len(out) - 1] / 2 - gap - h / 2)
+        out.append(y)
+    shift = float(np.mean(ys) - np.mean(out)) if out else 0.0
+    return [y + shift for y in out]
+
+
+def cell_figure(graph: CellGraph, group: bool | None = None) -> Figure:
+    """Matplotlib figure of one cell, left to right, the ops in boxes between the nodes.
+
+    Nodes stand in layers (inputs, then each node one layer after its deepest input, then the
+    output). Between two layers a column of op boxes: one per op, or with ``group`` one per
+    ``(src, dst)`` listing its ops; a line runs from the source to the box and an arrow from
+    the box to the destination. Boxes of one column are stacked, so no two texts overlap, and
+    the figure is sized to hold everything.
+
+    Parameters
+    ----------
+    graph
+        What to draw (:func:`cell_graph`).
+    group
+        One box per ``(src, dst)`` listing its ops (``True``), one box per op (``False``), or
+        ``None``: grouped when some edge has more than :data:`GROUP_ABOVE` ops.
+
+    Returns
+    -------
+    Figure
+        Sized to its content (one data unit = one inch), with an Agg canvas.
+    """
+    grouped = _group(graph, group)
+    measure = _Measure()
+    layer = _layers(graph)
+    node_w = max(measure(name, NODE_SIZE)[0] for name in graph.names.values()) + 0.35
+    node_h = max(measure(name, NODE_SIZE)[1] for name in graph.names.values()) + 0.2
+    line_h = measure("Ag_", OP_SIZE)[1] + 0.03
+
+    if grouped:
+        blocks = [(src, dst, [(text, OP_COLORS.get(op, "black")) for op, text in ops])
+                  for (src, dst), ops in _edges(graph).items()]
+    else:
+        blocks = [(src, dst, [(text, OP_COLORS.get(op, "black"))])
+                  for src, dst, op, text in graph.ops]
+
+    def box_of(lines: list[tuple[str, str]]) -> _Box:
+        width = max(measure(t, OP_SIZE)[0] for t, _ in lines) + 2 * PAD
+        return _Box(0.0, 0.0, width, len(lines) * line_h + 2 * PAD, lines, line_h)
+
+    def node_box(node: int, x: float, y: float) -> _Box:
+        return _Box(x, y, node_w, node_h, [(graph.names[node], "black")], node_h)
+
+    nodes: dict[int, _Box] = {}
+    n_layers = max(layer.values()) + 1
+    inputs = [n for n in graph.names if layer[n] == 0]
+    stack = max(
+        (sum(box_of(lines).height + GAP for _, d, lines in blocks if layer[d] == lay)
+         for lay in range(1, n_layers)), default=0.0)
+    step = max(node_h + 0.5, stack / (len(inputs) + 1))
+    for i, node in enumerate(inputs):
+        nodes[node] = node_box(node, 0.0, ((len(inputs) - 1) / 2 - i) * step)
+    op_boxes: list[tuple[int, int, _Box]] = []
+    # an edge that skips layers passes each column in between through a reserved gap
+    waypoints: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(blocks))}
+    right = node_w / 2  # right edge of the last column drawn
+    for lay in range(1, n_layers):
+        members = [n for n in graph.names if layer[n] == lay]
+        # (block index, box or None for a passing edge, the y it comes from)
+        column: list[tuple[int, _Box | None, float]] = []
+        for i, (s, d, lines) in enumerate(blocks):
+            if layer[s] >= lay:
+                continue
+            src_y = waypoints[i][-1][1] if waypoints[i] else nodes[s].y
+            if layer[d] == lay:
+                column.append((i, box_of(lines), src_y))
+            elif layer[s] < lay < layer[d]:
+                column.append((i, None, src_y))
+        # barycentre order: destinations by the mean height of their sources, then sources
+        mean_src = {d: float(np.mean([y for i, b, y in column if b and blocks[i][1] == d]))
+                    for d in members if any(b and blocks[i][1] == d for i, b, _ in column)}
+        column.sort(key=lambda c: (-(mean_src[blocks[c[0]][1]] if c[1] else c[2]),
+                                   members.index(blocks[c[0]][1]) if c[1] else 0, -c[2]))
+        x_node = right + (0.9 if OUTPUT in members else 0.6) + node_w / 2
+        if column:
+            width = max((b.width for _, b, _ in column if b), default=0.3)
+            x_box = right + 1.1 + width / 2
+            heights = [b.height if b else 0.12 for _, b, _ in column]
+            ys = _spread([y for _, _, y in column], heights, GAP)
+            for (i, b, _), y in zip(column, ys, strict=True):
+                if b is None:
+                    waypoints[i] += [(x_box - width / 2, y), (x_box + width / 2, y)]
+                else:
+                    b.x, b.y = x_box, y
+                    op_boxes.append((i, blocks[i][1], b))
+            x_node = x_box + width / 2 + 0.55 + node_w / 2
+        wanted = []
+        for node in members:
+            own = [b.y for _, d, b in op_boxes if d == node]
+            if node == OUTPUT:
+                own = [nodes[c].y for c in graph.concat if c in nodes] or [0.0]
+            wanted.append(float(np.mean(own)) if own else 0.0)
+        order = sorted(range(len(members)), key=lambda j: (-wanted[j], j))
+        ys = _spread([wanted[j] for j in order], [node_h] * len(members), 0.35)
+        for j, y in zip(order, ys, strict=True):
+            nodes[members[j]] = node_box(members[j], x_node, y)
+        right = x_node + node_w / 2
+
+    fig = Figure()
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    ax.set_aspect("equal")
-    boxes = {}
-    n_in = genotype.num_inputs
-    for node, (x, y) in pos.items():
-        color = "#cde8cd" if 0 <= node < n_in else ("#f3ecb0" if node < 0 else "#cfe3f3")
-        box = FancyBboxPatch(
-            (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=color, ec="black"
-        )
-        ax.add_patch(box)
-        boxes[node] = box
-        ax.text(x, y, names[node], ha="center", va="center", fontsize=10, zorder=5)
-
-    def arrow(src: int, dst: int, rad: float, **kw) -> None:
-        patch = FancyArrowPatch(
-            pos[src],
-            pos[dst],
-            patchA=boxes[src],
-            patchB=boxes[dst],
-            connectionstyle=f"arc3,rad={rad}",
-            arrowstyle="-|>",
-            mutation_scale=12,
-            **kw,
-        )
+    patches = {}
+    for node, b in nodes.items():
+        if node == OUTPUT:
+            color = "#f3ecb0"
+        else:
+            color = "#cde8cd" if node in inputs else "#cfe3f3"
+        x0, y0, _, _ = b.rect()
+        patch = FancyBboxPatch((x0, y0), b.width, b.height, fc=color, ec="black", zorder=3,
+                               boxstyle="round,pad=0,rounding_size=0.08")
         ax.add_patch(patch)
+        patches[node] = patch
+        ax.text(b.x, b.y, graph.names[node], ha="center", va="center", fontsize=NODE_SIZE,
+                zorder=4)
+    for i, dst, b in op_boxes:
+        color = "#555555" if grouped else b.lines[0][1]
+        width = 1.0 + (0.2 * len(b.lines) if grouped else 0.2)
+        x0, y0, x1, y1 = b.rect()
+        s = nodes[blocks[i][0]]
+        line = [(s.x + s.width / 2, s.y), *waypoints[i], (x0, b.y)]
+        ax.plot(*zip(*line, strict=True), color=color, lw=width, zorder=2,
+                solid_capstyle="round", solid_joinstyle="round")
+        ax.add_patch(FancyArrowPatch((x1, b.y), (nodes[dst].x, nodes[dst].y),
+                                     patchB=patches[dst], shrinkA=0, arrowstyle="-|>",
+                                     mutation_scale=12, color=color, lw=width, zorder=2))
+        ax.add_patch(FancyBboxPatch((x0, y0), b.width, b.height, fc="white", ec=color,
+                                    lw=0.8, zorder=5, boxstyle="round,pad=0,rounding_size=0.04"))
+        top = y1 - PAD - line_h / 2
+        for i, (text, tcolor) in enumerate(b.lines):
+            ax.text(b.x, top - i * line_h, text, ha="center", va="center", fontsize=OP_SIZE,
+                    color=tcolor, zorder=6)
+    if OUTPUT in nodes:
+        for c in graph.concat:
+            if c in nodes:
+                ax.add_patch(FancyArrowPatch((nodes[c].x, nodes[c].y),
+                                             (nodes[OUTPUT].x, nodes[OUTPUT].y),
+                                             patchA=patches[c], patchB=patches[OUTPUT],
+                                             arrowstyle="-|>", mutation_scale=12, color="gray",
+                                             ls="--", lw=1.0, zorder=1))
+    rects = np.array([b.rect() for b in nodes.values()] + [b.rect() for _, _, b in op_boxes])
+    xmin, ymin = rects[:, 0].min() - 0.25, rects[:, 1].min() - 0.25
+    xmax, ymax = rects[:, 2].max() + 0.25, rects[:, 3].max() + 0.25
+    title_w, title_h = measure(graph.title, TITLE_SIZE)
+    ax.text((xmin + xmax) / 2, ymax + title_h / 2, graph.title, ha="center", va="center",
+            fontsize=TITLE_SIZE)
+    ymax += title_h + 0.15
+    half = max(xmax - xmin, title_w + 0.4) / 2
+    xmid = (xmin + xmax) / 2
+    ax.set_xlim(xmid - half, xmid + half)
+    ax.set_ylim(ymin, ymax)
+    fig.set_size_inches(2 * half, ymax - ymin)
+    return fig
 
-    for j, pairs in enumerate(genotype.cell(cell_type)):
-        dst = n_in + j
-        by_src: dict[int, list[str]] = {}
-        for op, src in pairs:
-            by_src.setdefault(src, []).append(op)
-        for src, ops in by_src.items():
-            (x1, y1), (x2, y2) = pos[src], pos[dst]
-            skip = layer[dst] - layer[src] - 1  # bend edges that jump over layers
-            for i, op in enumerate(ops):
-                rad = (i - (len(ops) - 1) / 2) * 0.3 + 0.15 * skip
-                color = OP_COLORS.get(op, "black")
-                arrow(src, dst, rad, color=color, lw=1.2)
-                # arc3 midpoint: chord midpoint + rad/2 * (dy, -dx)
-                mx = (x1 + x2) / 2 + rad / 2 * (y2 - y1)
-                my = (y1 + y2) / 2 - rad / 2 * (x2 - x1)
-                ax.text(
-                    mx, my, op, ha="center", va="center", fontsize=7, color=color, zorder=6,
-                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.85},
-                )
-    for c in genotype.concat(cell_type):
-        arrow(c, -1, -0.15 * (layer[-1] - layer[c] - 1), color="gray", ls="--", lw=1.0)
-    xs = [p[0] for p in pos.values()]
-    ys = [p[1] for p in pos.values()]
-    ax.set_xlim(min(xs) - w, max(xs) + w)
-    ax.set_ylim(min(ys) - 1.2 * h - 0.4, max(ys) + 1.2 * h + 0.4)
-    ax.set_title(f"{cell_type} cell", fontsize=11)
-    fig.savefig(path, format=fmt, bbox_inches="tight")
+
+def _draw_matplotlib(
+    genotype: Genotype, cell_type: str, path: Path, fmt: str, group: bool | None = None
+) -> None:
+    fig = cell_figure(cell_graph(genotype, cell_type), group)
+    fig.savefig(path, format=fmt, dpi=100)
 
 
 def draw_genotype(
-    genotype: Genotype, path: str | Path, fmt: str = "png", engine: str = "auto"
+    genotype: Genotype,
+    path: str | Path,
+    fmt: str = "png",
+    engine: str = "auto",
+    group: bool | None = None,
 ) -> list[Path]:
     """Draw every cell type of a genotype to ``<path>_<cell_type>.<fmt>``.
 
@@ -189,6 +437,9 @@ def draw_genotype(
         ``"png"`` or ``"svg"``.
     engine
         ``"auto"`` (``dot`` when on the PATH, else matplotlib), ``"dot"`` or ``"matplotlib"``.
+    group
+        One arrow per edge listing its ops (``True``), one arrow per op (``False``), or
+        ``None``: grouped when some edge has more than :data:`GROUP_ABOVE` ops.
 
     Returns
     -------
@@ -211,14 +462,14 @@ def draw_genotype(
         out = stem.with_name(f"{stem.name}_{cell_type}.{fmt}")
         if dot_exe is not None:
             try:
-                _draw_dot(dot_exe, to_dot(genotype, cell_type), out, fmt)
+                _draw_dot(dot_exe, to_dot(genotype, cell_type, group), out, fmt)
             except (subprocess.SubprocessError, OSError) as err:
                 if engine == "dot":
                     raise
                 log.warning("dot failed (%s); drawing %s with matplotlib", err, out)
-                _draw_matplotlib(genotype, cell_type, out, fmt)
+                _draw_matplotlib(genotype, cell_type, out, fmt, group)
         else:
-            _draw_matplotlib(genotype, cell_type, out, fmt)
+            _draw_matplotlib(genotype, cell_type, out, fmt, group)
         log.info("wrote %s", out)
         written.append(out)
     return written
@@ -226,12 +477,13 @@ def draw_genotype(
 
 def show_genotype(
     name_or_path: str | Path,
-    out_dir: str | Path,
+    out_dir: str | Path | None = None,
     fmt: str = "png",
     nb201: str | Path | None = None,
     nb201_epochs: int = 12,
+    group: bool | None = None,
 ) -> tuple[str, list[Path]]:
-    """Load and validate a genotype, draw its cells into ``out_dir``, summarise it.
+    """Load and validate a genotype, draw its cells, summarise it.
 
     Parameters
     ----------
@@ -239,10 +491,15 @@ def show_genotype(
         A bundled name (``DARTS_V2``, ``BAYESNAS_0.01``, case-insensitive), a JSON file, a
         NAS-Bench-201 string, or a text file holding one (``genotype_nb201.txt``).
     out_dir
-        Folder for the diagrams ``<name>_<cell_type>.<fmt>`` (``nb201_cell`` for a string).
+        Folder for the diagrams ``<stem>_<cell_type>.<fmt>``; ``None``: next to the genotype
+        file, or the current folder for a bundled name or a string. The stem is the file's
+        name, the bundled name, or ``nb201_<8 hex digits of the string's hash>``, so drawings of
+        different genotypes do not overwrite each other.
     nb201, nb201_epochs
         Source of the NAS-Bench-201 lookup of an nb201 cell: an official benchmark file and its
         schedule (12 or 200), or ``None`` for the bundled 12-epoch table.
+    group
+        Passed to :func:`draw_genotype`.
 
     Returns
     -------
@@ -251,7 +508,7 @@ def show_genotype(
         NAS-Bench-201 entry, or the reason it has none) and the written diagram files. Nothing
         is printed (the caller prints).
     """
-    genotype, stem = _load_shown(name_or_path)
+    genotype, stem, folder = _load_shown(name_or_path)
     text = describe(genotype)
     if genotype.space == "nb201":
         from pyronas.nb201 import NB201Error, format_entry, open_table
@@ -261,18 +518,25 @@ def show_genotype(
             text += "\n" + format_entry(table.lookup(genotype))
         except NB201Error as err:
             text += f"\nno NAS-Bench-201 entry: {err}"
-    paths = draw_genotype(genotype, Path(out_dir) / stem, fmt=fmt)
+    target = Path(out_dir) if out_dir is not None else folder
+    paths = draw_genotype(genotype, target / stem, fmt=fmt, group=group)
     return text, paths
 
 
-def _load_shown(name_or_path: str | Path) -> tuple[Genotype, str]:
-    """The genotype named by ``genotype show``'s argument, and the stem of its drawings."""
+def _load_shown(name_or_path: str | Path) -> tuple[Genotype, str, Path]:
+    """The genotype named by ``genotype show``'s argument, the stem of its drawings and their
+    default folder (the file's, else the current one)."""
+    import hashlib
+
     text = str(name_or_path)
     if text.lstrip().startswith("|"):
-        return from_nb201_string(text), "nb201_cell"
+        digest = hashlib.sha1(text.strip().encode()).hexdigest()[:8]
+        return from_nb201_string(text), f"nb201_{digest}", Path(".")
     path = Path(name_or_path)
     if path.is_file() and path.suffix != ".json":
         content = path.read_text(encoding="utf-8").strip()
         if content.startswith("|"):
-            return from_nb201_string(content), path.stem
-    return load_genotype(name_or_path), path.stem if path.is_file() else text
+            return from_nb201_string(content), path.stem, path.parent
+    if path.is_file():
+        return load_genotype(path), path.stem, path.parent
+    return load_genotype(name_or_path), text, Path(".")
