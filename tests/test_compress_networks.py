@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from pyronas.compress.networks import NETWORKS, PrunableLayer, build_network, prunable_layers
-from pyronas.compress.surgery import count_weights
+from pyronas.compress.networks import (
+    NETWORKS,
+    PrunableLayer,
+    build_network,
+    describe_network,
+    network_from_description,
+    prunable_layers,
+)
+from pyronas.compress.surgery import count_weights, prune_units
 
 
 @pytest.mark.parametrize(
@@ -66,3 +75,32 @@ def test_bad_names_and_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 4x4"):
         build_network("lenet5", 1, 3, 10)
     assert set(NETWORKS) == {"lenet300", "lenet5", "vgg_small"}
+
+
+@pytest.mark.parametrize(("name", "channels", "size"),
+                         [("lenet300", 1, 28), ("lenet5", 1, 8), ("vgg_small", 3, 16)])
+def test_a_pruned_network_is_rebuilt_from_its_json_description(
+    name: str, channels: int, size: int
+) -> None:
+    torch.manual_seed(0)
+    net = build_network(name, channels, size, 10).double().eval()
+    g = torch.Generator().manual_seed(0)
+    alive = {l.name: torch.rand(l.out_units, generator=g) < 0.5 for l in prunable_layers(net)[:-1]}
+    alive_in = torch.ones(prunable_layers(net)[0].in_units, dtype=torch.bool)
+    alive_in[-1] = channels == 1 and name == "lenet5"  # drop the last input unless the only one
+    pruned = prune_units(net, alive, alive_in)
+    description = json.loads(json.dumps(describe_network(pruned)))
+    rebuilt = network_from_description(description).double().eval()
+    rebuilt.load_state_dict(pruned.state_dict())
+    x = torch.randn(2, channels, size, size, dtype=torch.float64)
+    assert torch.equal(rebuilt(x), pruned(x))
+    assert description[0]["type"] in ("Flatten", "SelectInputs")
+    fc1 = next(entry for entry in description if entry["name"] == "fc1")
+    assert fc1["type"] == "Linear" and fc1["out_features"] == int(alive["fc1"].sum())
+
+
+def test_unknown_modules_are_not_described() -> None:
+    with pytest.raises(TypeError, match="module '1' \\(Tanh\\)"):
+        describe_network(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh()))
+    with pytest.raises(ValueError, match="unknown module type 'Tanh' of 'act'"):
+        network_from_description([{"name": "act", "type": "Tanh"}])

@@ -15,14 +15,19 @@ classifier.
 * ``vgg_small``: a VGG-like network for 32x32 CIFAR-shaped input: three blocks of two 3x3
   convolutions (32, 64, 128 filters; each followed by BatchNorm and ReLU) and a max-pool 2,
   then fc 256 and fc classes. ``image_size`` must be at least 8.
+
+:func:`describe_network` writes such a chain (pruned ones included) as JSON-ready data and
+:func:`network_from_description` builds it again, for a state dict saved next to it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 NETWORKS: tuple[str, ...] = ("lenet300", "lenet5", "vgg_small")
 """The names :func:`build_network` accepts."""
@@ -60,6 +65,25 @@ class PrunableLayer:
     out_units: int
     in_units: int
     in_block: int = 1
+
+
+class SelectInputs(nn.Module):
+    """Keep the input units ``index`` along dimension 1 (in front of a pruned first layer).
+
+    Parameters
+    ----------
+    index : Tensor
+        Long ``(kept,)``: the kept features of ``(batch, features)`` or channels of
+        ``(batch, channels, h, w)``, in increasing order.
+    """
+
+    def __init__(self, index: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("index", index.to(torch.long))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(batch, n, ...) -> (batch, kept, ...)``."""
+        return x.index_select(1, self.index)
 
 
 def _lenet300(in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:
@@ -171,3 +195,77 @@ def prunable_layers(net: nn.Module) -> list[PrunableLayer]:
         elif isinstance(module, nn.Conv2d):
             layers.append(PrunableLayer(name, "conv", module.out_channels, module.in_channels))
     return layers
+
+
+_ARGS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.Linear: ("in_features", "out_features"),
+    nn.Conv2d: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                "padding_mode"),
+    nn.BatchNorm1d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.BatchNorm2d: ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    nn.MaxPool2d: ("kernel_size", "stride", "padding"),
+    nn.AvgPool2d: ("kernel_size", "stride", "padding"),
+    nn.Flatten: ("start_dim", "end_dim"),
+    nn.Dropout: ("p",),
+    nn.ReLU: (),
+    nn.Identity: (),
+}  # fmt: skip
+"""Module type -> the constructor arguments :func:`describe_network` records."""
+
+_TYPES = {cls.__name__: cls for cls in (*_ARGS, SelectInputs)}
+
+
+def describe_network(net: nn.Module) -> list[dict[str, Any]]:
+    """The children of a chain network as JSON-ready dicts, in order.
+
+    Parameters
+    ----------
+    net : nn.Sequential
+        A network of :func:`build_network`, pruned or not.
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "type", **constructor arguments}`` per child (``"bias"`` for linear and
+        convolution layers, ``"kept"`` for :class:`SelectInputs`), e.g.
+        ``{"name": "fc1", "type": "Linear", "in_features": 784, "out_features": 300,
+        "bias": true}``.
+    """
+    if not isinstance(net, nn.Sequential):
+        raise TypeError(f"describe_network needs an nn.Sequential, got {type(net).__name__}")
+    described = []
+    for name, m in net.named_children():
+        entry: dict[str, Any] = {"name": name, "type": type(m).__name__}
+        if isinstance(m, SelectInputs):
+            entry["kept"] = len(m.index)
+        elif type(m) in _ARGS:
+            entry |= {arg: getattr(m, arg) for arg in _ARGS[type(m)]}
+            if isinstance(m, nn.Linear | nn.Conv2d):
+                entry["bias"] = m.bias is not None
+        else:
+            raise TypeError(f"describe_network does not know module {name!r} "
+                            f"({type(m).__name__})")  # fmt: skip
+        described.append(entry)
+    return described
+
+
+def network_from_description(description: list[dict[str, Any]]) -> nn.Sequential:
+    """Build the network :func:`describe_network` described (fresh weights: load a state dict).
+
+    Parameters
+    ----------
+    description : list of dict
+        As returned by :func:`describe_network`, or read back from its JSON.
+    """
+    children = []
+    for entry in description:
+        args = {k: v for k, v in entry.items() if k not in ("name", "type")}
+        if entry["type"] not in _TYPES:
+            raise ValueError(f"unknown module type {entry['type']!r} of {entry['name']!r}")
+        if entry["type"] == "SelectInputs":
+            module: nn.Module = SelectInputs(torch.zeros(args["kept"], dtype=torch.long))
+        else:
+            args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+            module = _TYPES[entry["type"]](**args)
+        children.append((entry["name"], module))
+    return nn.Sequential(OrderedDict(children))

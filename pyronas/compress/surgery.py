@@ -27,29 +27,10 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from pyronas.compress.networks import PrunableLayer, prunable_layers
+from pyronas.compress.networks import PrunableLayer, SelectInputs, prunable_layers
 
 PASSIVE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 """Children copied as they are: they act on each unit (channel) separately or reshape."""
-
-
-class SelectInputs(nn.Module):
-    """Keep the input units ``index`` along dimension 1.
-
-    Parameters
-    ----------
-    index : Tensor
-        Long ``(kept,)``: the kept features of ``(batch, features)`` or channels of
-        ``(batch, channels, h, w)``, in increasing order.
-    """
-
-    def __init__(self, index: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("index", index.to(torch.long))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(batch, n, ...) -> (batch, kept, ...)``."""
-        return x.index_select(1, self.index)
 
 
 def _check(
