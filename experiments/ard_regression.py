@@ -1,20 +1,25 @@
 """Sparse Bayesian linear regression with an ARD prior, fitted by type-II maximum likelihood.
 
-    y = X w + b + eps,   eps ~ N(0, s^2),   w_j ~ N(0, gamma_j)   (X standardised)
+    y = X w + b + eps,   eps ~ N(0, sigma^2),   w_j ~ N(0, gamma_j)
 
-The generic loop of ``pyronas.inference.type2`` alternates a MAP fit of ``w`` (and the intercept
-``b``, the "network weight") under the reweighted l1 surrogate ``sum_j omega_j |w_j| / N``, a
-diagonal Laplace approximation, and the closed-form ARD update
-(``pyronas.inference.ard_update.group_ard_update`` with data precision ``N * curvature``).
-Coefficients whose ``gamma`` falls below ``--threshold`` are pruned.
+The engine's full-covariance ARD loop (:func:`pyronas.inference.full_ard.fit_full_ard`): a
+Gauss-Newton MAP step (exact for this linear model), the full Laplace posterior, MacKay's
+update of every ``gamma_j`` and of the noise variance (learned by type-II unless ``--noise-std``
+fixes it), and exact zeros for coefficients whose ``gamma`` falls under ``--threshold``, until no
+variance moves by more than ``--tol`` relative. The intercept is handled by centring ``X`` and
+``y``, as scikit-learn's ``ARDRegression`` does; by default the features keep their units
+(``--standardise`` scales them to unit variance first), so the support and coefficients compare
+directly with ``ARDRegression``.
 
 Usage::
 
-    python experiments/ard_regression.py --csv data.csv --target y [--t-max 30] [--threshold 1e-3]
+    python experiments/ard_regression.py --csv data.csv --target y
+    python experiments/ard_regression.py --sklearn diabetes
 
-Every other numeric column is a feature. Prints JSON: ``coef`` and ``gamma`` per feature (on the
-standardised feature scale), ``log_evidence`` (Laplace, last iteration), ``intercept`` and
-``noise_std``.
+Every other numeric column is a feature. Prints JSON: ``coef`` per feature in the data's units,
+``coef_standardised`` (the same coefficients times the feature standard deviation), ``gamma``,
+``intercept``, ``noise_std``, ``log_marginal`` (exact, last iteration), ``iterations`` and
+``converged``.
 """
 
 from __future__ import annotations
@@ -23,127 +28,80 @@ import argparse
 import csv
 import json
 import sys
-from types import SimpleNamespace
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from pyronas.inference.ard_update import group_ard_update
-from pyronas.inference.type2 import Type2Config, Type2State, run_type2
+from pyronas.inference.full_ard import FullArdResult, fit_full_ard
 
 DTYPE = torch.float64
-SITES = ("coef",)
-MIN_VARIANCE = 1e-12  # prior variance used for pruned coefficients (gamma = 0)
 
 
-class LinearNet(nn.Module):
-    """``x @ coef + intercept``; the intercept is the only trained network weight."""
-
-    def __init__(self, intercept: float = 0.0):
-        super().__init__()
-        self.intercept = nn.Parameter(torch.tensor(intercept, dtype=DTYPE))
-
-    def forward(self, x: Tensor, coef: Tensor) -> Tensor:
-        return x @ coef + self.intercept
-
-
-def model(net: LinearNet, x: Tensor, y: Tensor, hypers: dict[str, Any], num_data: int) -> None:
-    """ARD linear regression: coef ~ N(0, gamma) per feature, y ~ N(net(x, coef), noise_std)."""
-    gamma = hypers["gamma"]["coef"]
-    with pyro.plate("feature", gamma.shape[0]):
-        coef = pyro.sample(
-            "coef", dist.Normal(torch.zeros_like(gamma), gamma.clamp_min(MIN_VARIANCE).sqrt())
-        )
-    with pyro.plate("data", num_data, subsample_size=len(x)):
-        pyro.sample("obs", dist.Normal(net(x, coef), hypers["noise_std"]), obs=y)
-
-
-def map_penalty(sites: dict[str, Tensor], hypers: dict[str, Any]) -> Tensor:
-    """Reweighted l1 surrogate of the ARD prior, per data point: sum omega |coef| / N."""
-    return (hypers["omega"]["coef"] * sites["coef"].abs()).sum() / hypers["num_data"]
-
-
-def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
-    """Closed-form ARD update: gamma = |coef| / omega, omega = sqrt(Ht / (1 + gamma Ht))."""
-    update = group_ard_update(
-        posterior.mean["coef"].detach(),
-        posterior.num_data * posterior.curvature["coef"],
-        hypers["gamma"]["coef"],
-    )
-    return {**hypers, "gamma": {"coef": update.gamma}, "omega": {"coef": update.omega}}
-
-
-ARD_REGRESSION = SimpleNamespace(
-    SITES=SITES, model=model, map_penalty=map_penalty, update_hypers=update_hypers
-)
-
-
-def ols_noise_std(x: Tensor, y: Tensor) -> float:
-    """Residual standard deviation of least squares with an intercept (needs n > p + 1)."""
-    n, p = x.shape
-    if n <= p + 1:
-        raise ValueError(f"cannot estimate the noise from {n} rows and {p} features: give it")
-    design = torch.cat([x, torch.ones(n, 1, dtype=x.dtype)], 1)
-    coef = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1)
-    resid = y - design @ coef
-    return float((resid.square().sum() / (n - p - 1)).sqrt())
+def _linear(sites: dict[str, Tensor], x: Tensor) -> Tensor:
+    """``x @ w``: (N, D) -> (N,)."""
+    return x @ sites["w"]
 
 
 def fit_ard_regression(
     x: Tensor,
     y: Tensor,
-    t_max: int = 30,
-    threshold: float = 1e-3,
+    *,
     noise_std: float | None = None,
-    epochs_per_iter: int = 50,
-    lr: float | None = None,
-) -> tuple[dict[str, Any], Type2State]:
-    """Standardise ``x`` (n, p), then run the ARD type-II loop with full-batch gradient descent.
+    threshold: float = 1e-4,
+    tol: float = 1e-10,
+    max_iterations: int = 10_000,
+    standardise: bool = False,
+) -> tuple[dict[str, Any], FullArdResult]:
+    """ARD regression of ``y`` (n,) on ``x`` (n, p) with an intercept.
 
-    ``lr`` defaults to half the inverse of the largest curvature of the mean NLL, so every MAP
-    step is stable. Returns a summary dict (coef, gamma, omega, log_evidence, intercept,
-    noise_std, x_mean, x_std) and the final loop state.
+    Parameters
+    ----------
+    noise_std
+        Fix the noise standard deviation (default: learned by type-II).
+    threshold
+        Prune coefficients whose prior variance falls below this, on the scale the fit runs on.
+    tol, max_iterations
+        Convergence of the type-II loop (relative change of every variance).
+    standardise
+        Fit on features scaled to unit variance (coefficients are reported in data units
+        either way).
+
+    Returns
+    -------
+    tuple
+        A summary dict (``coef`` and ``coef_standardised`` (p,), ``gamma`` (p,), ``intercept``,
+        ``noise_std``, ``log_marginal``, ``iterations``, ``converged``, ``x_mean``, ``x_std``)
+        and the engine's result.
     """
     x = torch.as_tensor(x, dtype=DTYPE)
     y = torch.as_tensor(y, dtype=DTYPE)
     n, p = x.shape
-    x_mean, x_std = x.mean(0), x.std(0).clamp_min(1e-12)
-    xs = (x - x_mean) / x_std
-    if noise_std is None:
-        noise_std = ols_noise_std(xs, y)
-    if lr is None:
-        top = float(torch.linalg.eigvalsh(xs.T @ xs / n).max().clamp_min(1.0))
-        lr = 0.5 * noise_std**2 / top
-    hypers = {
-        "gamma": {"coef": torch.ones(p, dtype=DTYPE)},
-        "omega": {"coef": torch.ones(p, dtype=DTYPE)},
-        "noise_std": noise_std,
-        "num_data": n,
-    }
-    cfg = Type2Config(
-        t_max=t_max, epochs_per_iter=epochs_per_iter, lr=lr, momentum=0.0, weight_decay=0.0,
-        likelihood="gaussian", noise_std=noise_std, threshold=threshold, curvature_batches=1,
-        progress=False,
-    )
-    net = LinearNet(float(y.mean()))
-    data = [(xs, y)]
-    state = run_type2(
-        ARD_REGRESSION, net, {"coef": torch.zeros(p, dtype=DTYPE)}, hypers, data, data, n, cfg
-    )
+    if n < 2 or p < 1:
+        raise ValueError(f"need at least 2 rows and 1 feature, got {n} x {p}")
+    x_mean, y_mean = x.mean(0), y.mean()
+    x_std = x.std(0).clamp_min(1e-12)
+    scale = x_std if standardise else torch.ones(p, dtype=DTYPE)
+    design = (x - x_mean) / scale
+    result = fit_full_ard(
+        _linear, {"w": torch.zeros(p, dtype=DTYPE)}, design, y - y_mean,
+        noise_std=noise_std, learn_noise=noise_std is None, threshold=threshold, tol=tol,
+        max_iterations=max_iterations,
+    )  # fmt: skip
+    coef = result.mean["w"] / scale
     summary = {
-        "coef": state.sites["coef"].detach(),
-        "gamma": state.hypers["gamma"]["coef"],
-        "omega": state.hypers["omega"]["coef"],
-        "log_evidence": state.records[-1]["log_evidence"] if state.records else float("nan"),
-        "intercept": float(net.intercept.detach()),
-        "noise_std": float(noise_std),
+        "coef": coef,
+        "coef_standardised": coef * x_std,
+        "gamma": result.gamma["w"],
+        "intercept": float(y_mean - x_mean @ coef),
+        "noise_std": result.noise_std,
+        "log_marginal": result.log_marginal[-1],
+        "iterations": result.iterations,
+        "converged": result.converged,
         "x_mean": x_mean,
         "x_std": x_std,
     }
-    return summary, state
+    return summary, result
 
 
 def read_csv(path: str, target: str) -> tuple[list[str], Tensor, Tensor]:
@@ -163,31 +121,47 @@ def read_csv(path: str, target: str) -> tuple[list[str], Tensor, Tensor]:
     return features, x, y
 
 
+def read_sklearn(name: str) -> tuple[list[str], Tensor, Tensor]:
+    """A regression data set that ships with scikit-learn (``diabetes``)."""
+    from sklearn import datasets
+
+    loaders = {"diabetes": datasets.load_diabetes}
+    if name not in loaders:
+        raise ValueError(f"unknown scikit-learn data set {name!r}; known: {sorted(loaders)}")
+    bunch = loaders[name]()
+    return list(bunch.feature_names), torch.tensor(bunch.data), torch.tensor(bunch.target)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", required=True, help="CSV file with a header row")
-    parser.add_argument("--target", required=True, help="name of the target column")
-    parser.add_argument("--t-max", type=int, default=30, help="type-II iterations")
-    parser.add_argument("--threshold", type=float, default=1e-3, help="prune gamma below this")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="CSV file with a header row")
+    source.add_argument("--sklearn", help="a scikit-learn data set: diabetes")
+    parser.add_argument("--target", help="name of the target column (with --csv)")
+    parser.add_argument("--threshold", type=float, default=1e-4,
+                        help="prune coefficients whose prior variance falls below this")
     parser.add_argument("--noise-std", type=float, default=None,
-                        help="noise standard deviation (default: least-squares estimate)")
-    parser.add_argument("--epochs-per-iter", type=int, default=50,
-                        help="full-batch gradient steps between updates")
+                        help="fix the noise standard deviation (default: learned)")
+    parser.add_argument("--tol", type=float, default=1e-10,
+                        help="stop when no variance moves by more than this, relative")
+    parser.add_argument("--max-iterations", type=int, default=10_000)
+    parser.add_argument("--standardise", action="store_true",
+                        help="fit on features scaled to unit variance")
     args = parser.parse_args(argv)
-
-    torch.manual_seed(0)
-    names, x, y = read_csv(args.csv, args.target)
+    if args.csv is not None:
+        if args.target is None:
+            parser.error("--csv needs --target")
+        names, x, y = read_csv(args.csv, args.target)
+    else:
+        names, x, y = read_sklearn(args.sklearn)
     summary, _ = fit_ard_regression(
-        x, y, t_max=args.t_max, threshold=args.threshold, noise_std=args.noise_std,
-        epochs_per_iter=args.epochs_per_iter,
-    )
-    out = {
-        "coef": dict(zip(names, summary["coef"].tolist(), strict=True)),
-        "gamma": dict(zip(names, summary["gamma"].tolist(), strict=True)),
-        "log_evidence": summary["log_evidence"],
-        "intercept": summary["intercept"],
-        "noise_std": summary["noise_std"],
-    }
+        x, y, noise_std=args.noise_std, threshold=args.threshold, tol=args.tol,
+        max_iterations=args.max_iterations, standardise=args.standardise,
+    )  # fmt: skip
+    out = {key: summary[key] for key in ("intercept", "noise_std", "log_marginal", "iterations",
+                                         "converged")}  # fmt: skip
+    for key in ("coef", "coef_standardised", "gamma"):
+        out[key] = dict(zip(names, summary[key].tolist(), strict=True))
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

@@ -9,6 +9,7 @@ from .ard_update import ArdUpdate, group_ard_update
 from .curvature import BACKENDS, ForwardFn, diagonal_curvature, register_backend
 from .diagonal_laplace import DiagonalLaplace, fit_diagonal_laplace
 from .evidence import joint_terms, laplace_log_evidence, log_evidence
+from .full_ard import FullArdResult, fit_full_ard, mackay_update
 from .full_laplace import (
     FullLaplace,
     SiteLayout,
@@ -23,6 +24,7 @@ __all__ = [
     "BACKENDS",
     "ArdUpdate",
     "DiagonalLaplace",
+    "FullArdResult",
     "ForwardFn",
     "FullLaplace",
     "SiteLayout",
@@ -30,6 +32,7 @@ __all__ = [
     "Type2State",
     "diagonal_curvature",
     "fit_diagonal_laplace",
+    "fit_full_ard",
     "fit_full_laplace",
     "full_laplace_log_evidence",
     "ggn_matrix",
@@ -38,6 +41,7 @@ __all__ = [
     "laplace_log_evidence",
     "lean_ggn",
     "log_evidence",
+    "mackay_update",
     "map_objective",
     "register_backend",
     "run_type2",
