@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyronas.runs import RunFolderError
+
 __all__ = [
     "CHECKPOINT_NAME",
     "IDENTITY_KEYS",
+    "CheckpointError",
     "CheckpointMismatchError",
     "capture_rng_state",
     "check_identity",
@@ -56,6 +61,10 @@ change between the interrupted and the resumed run."""
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written by a run with a different configuration."""
+
+
+class CheckpointError(RunFolderError):
+    """A checkpoint file that cannot be read (truncated, corrupt or not a torch file)."""
 
 
 def identity(cfg: Mapping[str, Any], keys: Iterable[str] = IDENTITY_KEYS) -> dict[str, Any]:
@@ -133,10 +142,11 @@ def restore_rng_state(state: Mapping[str, Any], generator: torch.Generator | Non
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically (temporary ``.<name>.<pid>.tmp`` in the same
+    folder, fsync, ``os.replace``): a crash leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             torch.save(dict(state), f)
@@ -149,12 +159,35 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", weights_only: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading unless
+    told otherwise).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    CheckpointError
+        The file cannot be read (truncated, corrupt, not a torch file).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} cannot be read: it is truncated or corrupt ({reason}); delete it to start "
+            "the run over, or pass --overwrite"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a pyronas checkpoint (it holds a "
+                              f"{type(state).__name__}, not a dict)")
+    return state
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -7,6 +7,13 @@ and writes a run folder (see ``docs/contracts.md``): ``config.yaml``, ``metrics.
 per type-II iteration), ``posterior.pt``, ``genotype.json``, cell diagrams, ``posterior.nc`` and
 ``checkpoint.pt``. After each iteration :class:`IterationSteps` checks, scores, records,
 checkpoints and freezes what was pruned, one named step each.
+
+Crash safety: the checkpoint of an iteration holds everything the next one starts from (the
+supernet, the switches, masks and hypers, the optimiser, the global generators and each loader's
+generator, the search seconds so far), so a search stopped at any point (``kill -9`` included)
+and run again with ``--resume`` ends with the same numbers and the same ``genotype.json`` as
+one that ran through. The result files are written into a staging folder and moved into the run
+folder when all are done; ``metrics.json`` comes last and marks the run finished.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import inspect
 import itertools
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +32,38 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyronas.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from pyronas.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from pyronas.genotype import (
     Genotype,
     GenotypeError,
     derive,
-    save_genotype,
+    genotype_to_json,
     to_darts_top2,
     to_nb201_string,
 )
 from pyronas.inference.type2 import Type2State, run_type2
 from pyronas.models import load_prior
-from pyronas.run_setup import RunContext, prepare_run, refuse_existing_run, run_folder
-from pyronas.runs import atomic_write_text, compact_genotype, search_cost_gpu_days
+from pyronas.run_setup import (
+    RunContext,
+    capture_run_rng,
+    claim_run_folder,
+    config_difference,
+    prepare_run,
+    restore_run_rng,
+    run_folder,
+)
+from pyronas.runs import (
+    RunFolderError,
+    atomic_write_text,
+    compact_genotype,
+    search_cost_gpu_days,
+    staged_outputs,
+)
 from pyronas.search_posterior import SearchPosterior
 from pyronas.settings import (
     SearchSettings,
@@ -53,6 +78,7 @@ from pyronas.supernet_eval import DeviceLoader, evaluate_supernet, recalibrate_b
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_KIND",
     "SEARCH_CHOICES",
     "SEARCH_DEFAULTS",
     "IterationSteps",
@@ -76,6 +102,10 @@ the settings themselves are :class:`~pyronas.settings.SearchSettings`."""
 
 SEARCH_CHOICES: dict[str, tuple[Any, ...]] = flat_choices()
 """Flat key -> its valid values, for the keys with a fixed set of them."""
+
+CHECKPOINT_KIND = "pyronas-bayesnas-search/2"
+"""The ``kind`` of a BayesNAS search checkpoint (version 2: per-loader generator states and the
+search seconds)."""
 
 
 class SearchFailed(RuntimeError):
@@ -164,19 +194,22 @@ def _init_hypers(prior: Any, space: SearchSpace, settings: SearchSettings, net: 
 
 
 def _read_resume(settings: SearchSettings, out: Path) -> dict[str, Any] | None:
-    """The checkpoint to resume from (``run.resume``), or None for a new run; refuses a folder
-    that holds a run when not resuming, and a checkpoint of different settings."""
-    checkpoint_path = out / "checkpoint.pt"
-    if not settings.run.resume:
-        refuse_existing_run(out, ("posterior.pt", "checkpoint.pt"),
-                            "pass --resume to continue it or choose another --out")
+    """Claim the run folder (:func:`~pyronas.run_setup.claim_run_folder`); the checkpoint to
+    resume from, or None to start (a new run, or a resumed one stopped before its first
+    checkpoint). Refuses a checkpoint of another kind or of different settings."""
+    resuming = claim_run_folder(settings, out, "bayesnas")
+    checkpoint_path = out / CHECKPOINT_NAME
+    if not resuming or not checkpoint_path.exists():
         return None
-    if not checkpoint_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint.pt in {out}; nothing to resume")
-    resume = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    differ = _config_difference(resume["config"], settings)
+    resume = load_checkpoint(checkpoint_path, weights_only=False)
+    if "type2" not in resume or resume.get("kind", CHECKPOINT_KIND) != CHECKPOINT_KIND:
+        raise RunFolderError(
+            f"--resume: {checkpoint_path} is not the checkpoint of a BayesNAS search of this "
+            f"version (kind {resume.get('kind', 'unknown')!r}); start a new run folder"
+        )
+    differ = config_difference(resume["config"], settings)
     if differ:
-        raise ValueError(
+        raise RunFolderError(
             f"--resume: the checkpoint in {out} was written with a different config "
             f"({', '.join(differ)}); start a new run folder or use the same options"
         )
@@ -292,8 +325,9 @@ class IterationSteps:
         )
 
     def checkpoint(self, state: Type2State) -> None:
-        """``checkpoint.pt``: everything :func:`run_search` needs to resume."""
-        _save_checkpoint(self.checkpoint_path, self.settings, self.net, state, self.history)
+        """``checkpoint.pt``: everything :func:`run_search` needs to resume (taken between two
+        iterations, when no loader is being iterated)."""
+        _save_checkpoint(self.checkpoint_path, self.ctx, state, self.history)
 
     def freeze_pruned(self, state: Type2State) -> None:
         """The next MAP epoch skips the ops pruned so far (their switches are frozen at 0)."""
@@ -343,11 +377,17 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
     num_data = len(ctx.loaders["train"].dataset)
 
     history: list[dict[str, Any]] = []
-    if resume is not None:
+    if resume is None:
+        ctx.metrics.truncate_after("iteration", 0)  # rows of a run stopped before a checkpoint
+    else:
         net.load_state_dict(resume["net"])
         history = list(resume["history"])
         ctx.metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
-        restore_rng_state(resume["rng"])
+        if "global" in resume["rng"]:
+            restore_run_rng(resume["rng"], ctx.loaders)
+        else:  # a checkpoint of an older version: global generators only
+            restore_rng_state(resume["rng"])
+        ctx.seconds_before = float(resume.get("seconds", 0.0))
         net.set_alive(resume["type2"]["masks"]["op_switch"])
         log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
     steps = IterationSteps(ctx, history)
@@ -375,8 +415,6 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
         ) from None
     net.set_alive(None)
     genotype = _final_genotype(ctx, state, prior)
-    save_genotype(genotype, out / "genotype.json")
-    _save_projections(out, genotype, space, state.sites)
     fit = state.posterior
     assert fit is not None
     posterior = SearchPosterior.from_fit(
@@ -384,10 +422,13 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
         cell_type_index=net.cell_type_index, num_data=num_data, mean=fit.mean, var=fit.var,
         curvature=fit.curvature, hypers=state.hypers, alive=state.masks, history=history,
     )  # fmt: skip
-    posterior.save(out / "posterior.pt")
-    _write_extras(ctx, genotype, posterior, prior, state.hypers)
-    seconds = time.perf_counter() - ctx.start
-    _write_cost(ctx, seconds)
+    with staged_outputs(out) as stage:
+        atomic_write_text(genotype_to_json(genotype), stage / "genotype.json")
+        _save_projections(stage, genotype, space, state.sites)
+        posterior.save(stage / "posterior.pt")
+        _write_extras(ctx, stage, genotype, posterior, prior, state.hypers)
+    seconds = ctx.seconds()
+    _write_cost(ctx, seconds)  # last: metrics.json marks the run finished
     log.info("search finished in %.1f s; run folder %s", seconds, out)
     return SearchResult(out, genotype, state, state.records, seconds)
 
@@ -486,37 +527,18 @@ def _save_fallback(out: Path, space: SearchSpace, state: Type2State, net: SuperN
     except GenotypeError as err:
         log.warning("no fallback cell either: %s", err)
         return
-    save_genotype(fallback, out / "genotype_fallback.json")
-
-
-RESUMABLE_CHANGES = {"resume", "progress", "device", "num_threads", "out", "t_max"}
-"""Flat keys that may change between a run and its resumption."""
-
-
-def _config_difference(saved: Mapping[str, Any], current: SearchSettings) -> list[str]:
-    """``key: saved -> current`` for every setting that differs, except
-    :data:`RESUMABLE_CHANGES` (``saved``: the nested or flat settings of a checkpoint)."""
-    try:
-        before = SearchSettings.from_mapping(saved).flat()
-    except ValueError:  # settings of an older version: compare what is there
-        before = dict(saved)
-    now = current.flat()
-    keys = (set(before) | set(now)) - RESUMABLE_CHANGES
-    return sorted(
-        f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k)
-    )
+    atomic_write_text(genotype_to_json(fallback), out / "genotype_fallback.json")
 
 
 def _save_checkpoint(
-    path: Path,
-    settings: SearchSettings,
-    net: SuperNet,
-    state: Type2State,
-    history: list[dict[str, Any]],
+    path: Path, ctx: RunContext, state: Type2State, history: list[dict[str, Any]]
 ) -> None:
+    net = ctx.net
+    assert net is not None
     save_checkpoint(
         {
-            "config": settings.to_dict(),
+            "kind": CHECKPOINT_KIND,
+            "config": ctx.settings.to_dict(),
             "net": net.state_dict(),
             "type2": {
                 "sites": {k: v.detach().cpu() for k, v in state.sites.items()},
@@ -531,7 +553,8 @@ def _save_checkpoint(
                     state.posterior),
             },
             "history": history,
-            "rng": capture_rng_state(),
+            "rng": capture_run_rng(ctx.loaders),
+            "seconds": ctx.seconds(),
         },
         path,
     )
@@ -565,7 +588,8 @@ def top2_projection(genotype: Genotype, space: SearchSpace, sites: dict[str, Ten
 
 
 def _write_cost(ctx: RunContext, seconds: float) -> None:
-    """``metrics.json``: search cost (wall time, device, GPU-days) for tables."""
+    """``metrics.json``: search cost (wall time over every process of a resumed run, device,
+    GPU-days) for tables."""
     device = ctx.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     data = {
@@ -600,7 +624,8 @@ def _save_projections(
 
     if space.num_inputs == 2:
         if sites["op_switch"].shape[0] == len(space.cell_types):  # tied switches
-            save_genotype(top2_projection(genotype, space, sites), out / "genotype_top2.json")
+            atomic_write_text(genotype_to_json(top2_projection(genotype, space, sites)),
+                              out / "genotype_top2.json")
     if space.name == "nb201":
         try:
             text = to_nb201_string(genotype)
@@ -626,27 +651,30 @@ def _save_projections(
                 ),
             )
             if several:
-                save_genotype(projection, out / "genotype_nb201_projection.json")
-        (out / "genotype_nb201.txt").write_text(text + "\n")
+                atomic_write_text(genotype_to_json(projection),
+                                  out / "genotype_nb201_projection.json")
+        atomic_write_text(text + "\n", out / "genotype_nb201.txt")
         write_run_lookup(out, text)
 
 
 def _write_extras(
     ctx: RunContext,
+    dest: Path,
     genotype: Genotype,
     posterior: dict[str, Any],
     prior: Any,
     hypers: dict[str, Any],
 ) -> None:
-    """Cell diagrams and the ArviZ file (their failure must not lose the finished search).
+    """Cell diagrams and the ArviZ file, into ``dest`` (their failure must not lose the
+    finished search).
 
     The draws come from the ``report`` seed stream."""
     from pyronas.diagram import draw_genotype
 
-    out, net, run = ctx.out, ctx.net, ctx.settings.run
+    net, run = ctx.net, ctx.settings.run
     assert net is not None
     try:
-        draw_genotype(genotype, out / "cell.png")
+        draw_genotype(genotype, dest / "cell.png")
     except Exception as err:  # drawing is a convenience: the genotype is already saved
         log.warning("could not draw the cells: %s", err)
     try:
@@ -674,6 +702,6 @@ def _write_extras(
             log_likelihood=loglik,
             prior_draws=prior_draws,
         )
-        save_arviz(idata, out / "posterior.nc")
+        save_arviz(idata, dest / "posterior.nc")
     except Exception as err:
         log.warning("could not write posterior.nc: %s", err)

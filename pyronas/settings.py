@@ -201,6 +201,8 @@ class RunSettings:
     progress: bool = option(_engine_default("progress"), "show progress bars", engine="progress")
     out: str | None = option(None, "run folder to write (default runs/<strategy>-<time>)")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
+    overwrite: bool = option(False, "replace what --out holds (another run, or files that "
+                             "pyronas did not write)")
     posterior_draws: int = option(25, "posterior draws per chain of the ArviZ export",
                                   positive=True)
     loglik_batches: int = option(1, "validation batches of the ArviZ log likelihood",

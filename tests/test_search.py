@@ -7,6 +7,7 @@ import torch
 from conftest import TINY_SEARCH
 
 from pyronas.genotype import load_genotype, validate
+from pyronas.runs import RunFolderError
 from pyronas.search import resolve_search_config, run_search
 
 TINY = TINY_SEARCH
@@ -68,7 +69,7 @@ def test_same_seed_gives_the_same_genotype(tiny_run, tmp_path):
 
 def test_existing_run_is_not_overwritten(tiny_run):
     cfg = resolve_search_config(None, {**TINY, "out": str(tiny_run.out_dir)})
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunFolderError, match="bayesnas search run, finished.*--resume.*--overwrite"):
         run_search(cfg)
 
 
@@ -82,7 +83,7 @@ def test_resume_continues_after_the_last_iteration(tmp_path):
 
 def test_resume_refuses_a_different_config(tmp_path):
     _search(tmp_path, "r", t_max=1)
-    with pytest.raises(ValueError, match="lambda_op"):
+    with pytest.raises(RunFolderError, match="other settings.*lambda_op"):
         _search(tmp_path, "r", t_max=2, resume=True, lambda_op=0.5)
 
 
