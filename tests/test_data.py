@@ -290,7 +290,8 @@ def test_digits_resize_and_augment():
 
 
 def test_unknown_dataset_lists_known_names():
-    with pytest.raises(ValueError, match="known: digits, fashion-mnist, cifar10, imagenet, imagefolder"):
+    known = "known: digits, fashion-mnist, cifar10, imagenet, imagefolder"
+    with pytest.raises(ValueError, match=known):
         load_dataset("mnist-plus")
     assert DATASETS == ("digits", "fashion-mnist", "cifar10", "imagenet", "imagefolder")
 
