@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import platform
 import shlex
@@ -37,7 +38,9 @@ __all__ = [
     "CONFIG_DIR",
     "RETRAIN_CHOICES",
     "RETRAIN_DEFAULTS",
+    "RETRAIN_RANGES",
     "ConfigError",
+    "check_device",
     "load_config",
     "merge_config",
     "package_versions",
@@ -50,6 +53,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 def _config_dir() -> Path:
     source_tree = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -126,6 +130,31 @@ RETRAIN_CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": ("darts", "authors"),
     "lr_schedule": ("cosine", "step"),
     "amp_dtype": ("float16", "bfloat16"),
+}
+
+RETRAIN_RANGES: dict[str, str] = {
+    **dict.fromkeys(
+        ("epochs", "batch_size", "C", "layers", "stem_multiplier", "lr", "lr_gamma",
+         "lr_step_size", "eval_every", "max_steps_per_epoch", "eval_batch_size",
+         "max_eval_batches", "train_size", "image_size", "num_threads", "stop_after_epoch"),
+        "positive",
+    ),
+    **dict.fromkeys(
+        ("momentum", "weight_decay", "lr_min", "grad_clip", "cutout", "auxiliary_weight", "seed",
+         "search_seconds"),
+        "non-negative",
+    ),
+    **dict.fromkeys(("drop_path_prob", "op_dropout", "val_fraction", "label_smoothing"),
+                    "fraction"),
+}
+"""The range of each numeric retraining key (None is always allowed where the default is
+None): ``positive`` (> 0), ``non-negative`` (>= 0) or ``fraction`` (in [0, 1)). Every float
+must also be finite."""
+
+_RANGE_TESTS: dict[str, tuple[Any, str]] = {
+    "positive": (lambda v: v > 0, "positive"),
+    "non-negative": (lambda v: v >= 0, "at least 0"),
+    "fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
 }
 
 # keys whose value may be of a different type than the default's
@@ -248,17 +277,33 @@ def validate_config(
     cfg: Mapping[str, Any],
     schema: Mapping[str, Any] = RETRAIN_DEFAULTS,
     choices: Mapping[str, tuple[Any, ...]] | None = None,
+    ranges: Mapping[str, str] | None = None,
 ) -> None:
-    """Check keys and value types against a schema.
+    """Check keys, value types and ranges against a schema.
+
+    Parameters
+    ----------
+    cfg
+        The keys to check (a whole config or some overrides).
+    schema
+        The dict of known keys and their defaults.
+    choices, ranges
+        Allowed values per key, and numeric ranges (see :data:`RETRAIN_RANGES`); default:
+        :data:`RETRAIN_CHOICES` and :data:`RETRAIN_RANGES` for the retraining schema, none
+        otherwise.
 
     Raises
     ------
     ConfigError
-        An unknown key (naming it and the closest known key), a value of the wrong type, or a
-        value outside the allowed choices.
+        An unknown key (naming it and the closest known key), a value of the wrong type, a
+        value outside the allowed choices or range, a float that is not finite, or an unknown
+        ``device``.
     """
+    retraining = schema is RETRAIN_DEFAULTS
     if choices is None:
-        choices = RETRAIN_CHOICES if schema is RETRAIN_DEFAULTS else {}
+        choices = RETRAIN_CHOICES if retraining else {}
+    if ranges is None:
+        ranges = RETRAIN_RANGES if retraining else {}
     for key, value in cfg.items():
         if key not in schema:
             raise ConfigError(f"unknown config key {key!r}{suggest(key, schema)}")
@@ -286,6 +331,39 @@ def validate_config(
                 f"config key {key!r} must be one of {', '.join(map(str, choices[key]))}, "
                 f"got {value!r}"
             )
+        _check_number(key, value, ranges.get(key))
+    if retraining and "device" in cfg:
+        check_device(cfg["device"])
+    workers = cfg.get("num_workers", "auto")
+    if retraining and workers != "auto" and (not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"config key 'num_workers' must be 'auto' or an integer >= 0, "
+                          f"got {workers!r}")
+
+
+def _check_number(key: str, value: Any, kind: str | None) -> None:
+    """A float must be finite; a number must lie in its range (``kind``, see
+    :data:`RETRAIN_RANGES`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+    if kind is not None:
+        test, words = _RANGE_TESTS[kind]
+        if not test(value):
+            raise ConfigError(f"config key {key!r} must be {words}, got {value!r}")
+
+
+def check_device(device: Any) -> None:
+    """Refuse a device name other than ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the device and the valid names.
+    """
+    kind, _, index = str(device).partition(":")
+    if device != "auto" and (kind not in ("cpu", "cuda") or (index and not index.isdigit())):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def merge_config(

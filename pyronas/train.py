@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from pyronas.checkpoint import (
     CHECKPOINT_NAME,
+    CheckpointMismatchError,
     capture_rng_state,
     check_identity,
     config_hash,
@@ -62,16 +63,20 @@ from pyronas.config import (
     preset_path,
     save_resolved_config,
 )
+from pyronas.runs import RunFolderError
 from pyronas.runtime import device_name, resolve_device, seed_everything
 
 __all__ = [
     "METRICS_COLUMNS",
     "NonFiniteLossError",
     "OpDropout",
+    "RetrainOutOfMemoryError",
     "build_network",
     "evaluate",
     "genotype_label",
+    "is_out_of_memory",
     "resolve_device",
+    "resolved_config",
     "retrain",
     "run_retrain_cli",
 ]
@@ -88,6 +93,20 @@ never to select a budget, a lambda or an epoch on)."""
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RetrainOutOfMemoryError(MemoryError):
+    """The device ran out of memory; the message names a smaller batch size to try."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch running out of device or host memory."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,7 +547,21 @@ def _restore(
     """Load a checkpoint into ``training``; return the epochs done and the seconds spent."""
     state = load_checkpoint(checkpoint, map_location="cpu")
     check_identity(state["identity"], ident, where=str(checkpoint))
-    training.net.load_state_dict(state["model"])
+    saved_classes = state.get("num_classes")
+    if saved_classes is not None and int(saved_classes) != data.num_classes:
+        raise CheckpointMismatchError(
+            f"refusing to resume from {checkpoint}: its network has {saved_classes} classes, "
+            f"the data set now has {data.num_classes}. Resume with the original data or start "
+            "a new run folder."
+        )
+    try:
+        training.net.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointMismatchError(
+            f"refusing to resume from {checkpoint}: its weights do not fit the network of this "
+            f"configuration ({first})"
+        ) from err
     training.optimizer.load_state_dict(state["optimizer"])
     training.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler") and training.use_scaler:
@@ -552,6 +585,7 @@ def _save(
             "identity": ident,
             "config_hash": config_hash(ident, ident.keys()),
             "elapsed": elapsed,
+            "num_classes": data.num_classes,
         },
         path,
     )
@@ -667,9 +701,9 @@ def retrain(
     from pyronas.genotype import genotype_to_dict, load_genotype
 
     cfg = merge_config(RETRAIN_DEFAULTS, cfg)
+    genotype = load_genotype(cfg["genotype"])
     out, existing = _open_run_folder(out_dir, resume)
     device = _configure_process(cfg)
-    genotype = load_genotype(cfg["genotype"])
     ident = identity(cfg)
     ident["genotype"] = json.dumps(genotype_to_dict(genotype), sort_keys=True)
     data = load_retrain_data(cfg, device)
@@ -696,7 +730,14 @@ def retrain(
     val_acc = float("nan")
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        row, val_acc = _train_one_epoch(cfg, epoch, training, data, device)
+        try:
+            row, val_acc = _train_one_epoch(cfg, epoch, training, data, device)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"{err}; {_kept(out, epoch)}. {_nan_advice(cfg)}") from err
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            raise RetrainOutOfMemoryError(_oom_advice(cfg, device, epoch, out)) from err
         elapsed += time.perf_counter() - t0
         rows.append(row)
         _write_csv_rows(csv_path, rows)
@@ -717,6 +758,28 @@ def retrain(
     return metrics
 
 
+def _kept(out: Path, epoch: int) -> str:
+    """What survives a run stopped in ``epoch`` (0-based)."""
+    if epoch == 0:
+        return "no epoch finished, so there is no checkpoint to keep"
+    return f"the checkpoint of epoch {epoch} and metrics.csv are kept in {out}"
+
+
+def _nan_advice(cfg: Mapping[str, Any]) -> str:
+    """What to try after a non-finite loss."""
+    lr = float(cfg["lr"])
+    clip = "" if cfg["grad_clip"] else " or turn on gradient clipping (grad_clip: 5)"
+    return (f"Try a smaller learning rate (lr: {lr / 10:g} instead of {lr:g} in the config)"
+            f"{clip}, in a new run folder")
+
+
+def _oom_advice(cfg: Mapping[str, Any], device: torch.device, epoch: int, out: Path) -> str:
+    """The message of :class:`RetrainOutOfMemoryError`."""
+    bs = int(cfg["batch_size"])
+    return (f"out of memory on {device.type} at batch size {bs} in epoch {epoch + 1}: try "
+            f"--batch-size {max(1, bs // 2)}; {_kept(out, epoch)}")
+
+
 DATASET_PRESETS: dict[str, str] = {
     "cifar10": "retrain_cifar10",
     "imagenet": "retrain_imagenet",
@@ -724,6 +787,23 @@ DATASET_PRESETS: dict[str, str] = {
     "fashion-mnist": "retrain_fashion_mnist",
 }
 """The preset used by ``pyronas retrain --dataset NAME`` without ``--config``."""
+
+
+def resolved_config(config: str | Path | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated config of ``pyronas retrain``: the file (or the data set's preset, see
+    :func:`run_retrain_cli`) with the command-line keys over it (``out`` and ``resume`` are not
+    config keys and are ignored here)."""
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()
+                 if k not in ("out", "resume")}
+    if config is not None:
+        return load_config(config, overrides)
+    preset = DATASET_PRESETS.get(str(overrides.get("dataset", "cifar10")), "retrain_cifar10")
+    try:
+        preset_path(preset)
+    except ConfigError:
+        logger.warning("preset %s not found; using the built-in defaults", preset)
+        preset = None
+    return load_config(preset, overrides)
 
 
 def run_retrain_cli(config: str | Path | None, overrides: Mapping[str, Any]) -> int:
@@ -738,23 +818,17 @@ def run_retrain_cli(config: str | Path | None, overrides: Mapping[str, Any]) -> 
     overrides
         Config keys given on the command line, plus ``out`` (run folder) and ``resume``.
     """
-    overrides = dict(overrides)
-    out = overrides.pop("out", None)
-    resume = bool(overrides.pop("resume", False))
-    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
-    if config is None:
-        preset = DATASET_PRESETS.get(str(overrides.get("dataset", "cifar10")), "retrain_cifar10")
-        try:
-            preset_path(preset)
-        except ConfigError:
-            logger.warning("preset %s not found; using the built-in defaults", preset)
-            preset = None
-        cfg = load_config(preset, overrides)
-    else:
-        cfg = load_config(config, overrides)
+    out = overrides.get("out")
+    resume = bool(overrides.get("resume", False))
+    cfg = resolved_config(config, overrides)
     if out is None:
         label = genotype_label(cfg)
         out = Path("runs") / "retrain" / f"{label}_{cfg['dataset']}_seed{cfg['seed']}"
+    if resume and latest_checkpoint(Path(out)) is None:
+        raise RunFolderError(
+            f"--resume: {out} holds no checkpoint to continue from; run without --resume to "
+            "start a new run there"
+        )
     metrics = retrain(cfg, out, resume=resume)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {out}")
