@@ -33,6 +33,12 @@ named dims, so that ``az.summary``, ``az.plot_forest``, ``az.loo`` and ``az.comp
     * ``<site>_mean_history``: ``(iteration, cell_type|cell, edge[, op])``;
     * ``cell_type_index``: ``(cell,)`` for untied switches.
 
+The ``chain`` and ``draw`` dims hold *independent* draws from the Laplace Gaussian, not MCMC
+chains: ``r_hat`` and ESS computed on them only measure Monte Carlo noise (r_hat near 1 and ESS
+near the number of draws up to chance), not convergence. :func:`summarize` gives the summary
+without them; every group carries the attributes ``draws = "laplace_iid"`` and ``draws_note``
+saying so.
+
 ArviZ 0.x returns ``InferenceData``, ArviZ 1.x an ``xarray.DataTree``; both are built with
 ``az.from_dict`` and the only difference is handled in :func:`_from_dict`.
 """
@@ -53,6 +59,15 @@ from pyronas.search_posterior import FORMAT, SearchPosterior
 from pyronas.space import SITES, SearchSpace, get_space
 
 log = logging.getLogger(__name__)
+
+LAPLACE_DRAWS = "laplace_iid"
+"""Value of the ``draws`` attribute of an export: independent draws from the Laplace Gaussian."""
+
+LAPLACE_DRAWS_NOTE = (
+    "chain and draw hold independent draws from the Laplace posterior, not MCMC chains: r_hat "
+    "and ESS say nothing about convergence here (pyronas.arviz_export.summarize leaves them out)"
+)
+"""The ``draws_note`` attribute of an export."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,8 +426,48 @@ def to_arviz(
         "num_data": int(posterior.get("num_data", 0)),
         "prior_source": prior_source,
         "posterior_seed": int(seed),
+        "draws": LAPLACE_DRAWS,
+        "draws_note": LAPLACE_DRAWS_NOTE,
     }
     return _from_dict(groups, coords, dims, attrs)
+
+
+def is_laplace_export(idata: Any) -> bool:
+    """Whether an ArviZ object's posterior holds independent Laplace draws (an export of
+    :func:`to_arviz`, also one written before the ``draws`` attribute existed)."""
+    attrs = get_group(idata, "posterior").attrs
+    return attrs.get("draws") == LAPLACE_DRAWS or "pyronas_format" in attrs
+
+
+def summarize(idata: Any, var_names: list[str] | None = None, **kwargs: Any) -> Any:
+    """``az.summary`` that leaves out MCMC diagnostics where they mean nothing.
+
+    For an export of :func:`to_arviz` (independent Laplace draws) the summary has the
+    statistics only (mean, sd and the HDI bounds; ``kind="stats"``) and ``attrs["note"]`` says
+    why; anything else (e.g. NUTS chains) gets the full ``az.summary``.
+
+    Parameters
+    ----------
+    idata
+        ``InferenceData`` or ``DataTree``.
+    var_names
+        Variables to summarise (default: all of the posterior).
+    **kwargs
+        Passed to ``az.summary``; ``kind`` other than ``"stats"`` is refused for Laplace draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scalar of the variables.
+    """
+    if not is_laplace_export(idata):
+        return az.summary(idata, var_names=var_names, **kwargs)
+    kind = kwargs.pop("kind", "stats")
+    if kind != "stats":
+        raise ValueError(f"kind={kind!r}: {LAPLACE_DRAWS_NOTE}")
+    frame = az.summary(idata, var_names=var_names, kind="stats", **kwargs)
+    frame.attrs["note"] = LAPLACE_DRAWS_NOTE
+    return frame
 
 
 def _constant_data(
@@ -464,9 +519,13 @@ __all__ = [
     "get_group",
     "group_names",
     "heldout_log_likelihood",
+    "is_laplace_export",
     "load_arviz",
     "posterior_draws",
     "sample_prior",
     "save_arviz",
+    "summarize",
     "to_arviz",
+    "LAPLACE_DRAWS",
+    "LAPLACE_DRAWS_NOTE",
 ]

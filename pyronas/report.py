@@ -4,8 +4,9 @@ For every run folder: a terminal table (rich) of the kept ops per cell type with
 mean and sd of their switch, gamma and inclusion (:mod:`pyronas.run_summary`), ``summary.csv`` with
 every ``(cell type, edge, op)``, and PNG plots in ``RUN/plots/``:
 
-``forest.png``
-    Forest plot of the switch posteriors (``az.plot_forest``).
+``forest_<cell_type>.png``
+    Forest plot of the switch posteriors, one per cell type: each edge (by name, with how many
+    ops were pruned) and its kept ops, Laplace mean and 94% interval.
 ``gamma_trajectories.png``
     The op-switch prior variances gamma over the type-II iterations, one panel per cell type.
 ``inclusion_<cell_type>.png``
@@ -38,9 +39,8 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from pyronas.arviz_export import arviz_major, get_group, group_names  # noqa: E402
+from pyronas.arviz_export import get_group, group_names  # noqa: E402
 from pyronas.run_summary import (  # noqa: E402
     Run,
     SummaryRow,
@@ -57,49 +57,91 @@ log = logging.getLogger(__name__)
 # plots of one run
 
 
-def plot_forest(idata: Any, path: Path) -> Path:
-    """Forest plot of ``edge_switch`` and ``op_switch`` (mean and 94% interval per switch)."""
-    posterior = get_group(idata, "posterior")
-    n = int(posterior["edge_switch"][0, 0].size + posterior["op_switch"][0, 0].size)
-    height = max(4.0, 0.14 * n + 1.5)
-    if arviz_major() < 1:
-        import arviz as az
+Z94 = 1.8807936081512509
+"""Half-width in sd of the central 94% interval of a Gaussian (ArviZ's default interval)."""
 
-        axes = az.plot_forest(
-            idata, var_names=["edge_switch", "op_switch"], combined=True, hdi_prob=0.94,
-            figsize=(7, height), textsize=7,
-        )
-        fig = np.ravel(axes)[0].figure
-        fig.savefig(path, dpi=80, bbox_inches="tight")
-        import matplotlib.pyplot as plt
 
-        plt.close(fig)
-        return path
-    # ArviZ 1.x plots through arviz_plots; draw the same picture with matplotlib directly.
-    labels, lows, mids, highs = [], [], [], []
-    for site in ("edge_switch", "op_switch"):
-        da = posterior[site].stack(sample=("chain", "draw"))
-        flat = da.stack(switch=[d for d in da.dims if d != "sample"])
-        for i in range(flat.sizes["switch"]):
-            values = flat.isel(switch=i).values
-            labels.append(f"{site}{list(flat['switch'].values[i])}")
-            lo, mid, hi = np.quantile(values, [0.03, 0.5, 0.97])
-            lows.append(lo)
-            mids.append(mid)
-            highs.append(hi)
-    fig = Figure(figsize=(7, height))
-    ax = fig.add_subplot()
-    y = np.arange(len(labels))[::-1]
-    ax.hlines(y, lows, highs, color="C0")
-    ax.plot(mids, y, "o", color="C0", markersize=3)
-    ax.set_yticks(y, labels, fontsize=6)
-    ax.axvline(0, color="grey", lw=0.5)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    return path
+def plot_forest(rows: list[SummaryRow], folder: Path) -> list[Path]:
+    """Write :func:`forest_figures` to ``folder/forest_<group>.png``; returns the paths."""
+    written = []
+    for group, fig in forest_figures(rows).items():
+        path = folder / f"forest_{group}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        written.append(path)
+    return written
+
+
+def forest_figures(rows: list[SummaryRow]) -> dict[str, Figure]:
+    """Forest plots of the switches, one per cell type (or cell), grouped by edge.
+
+    Each edge gets a row for its edge switch, labelled with the edge's name and how many of its
+    ops were pruned, followed by one row per op kept in the derived cell; an edge that lost
+    every op is one grey row. Each row shows the Laplace posterior mean and its central 94%
+    interval ``mean +- 1.88 sd`` (exact for the Gaussian; what ``az.plot_forest`` estimates
+    from draws).
+
+    Parameters
+    ----------
+    rows
+        The run's :func:`~pyronas.run_summary.summary_table`.
+
+    Returns
+    -------
+    dict
+        ``{group: Figure}``.
+    """
+    from pyronas.diagram import OP_COLORS, math_label
+
+    figures = {}
+    for group in dict.fromkeys(r.group for r in rows):
+        sub = [r for r in rows if r.group == group]
+        # (label, mean, sd, colour, bold)
+        lines: list[tuple[str, float, float, str, bool]] = []
+        starts = []
+        for e in dict.fromkeys(r.edge_index for r in sub):
+            ops = [r for r in sub if r.edge_index == e]
+            kept = [r for r in ops if r.kept]
+            starts.append(len(lines))
+            name = math_label(ops[0].edge)
+            if kept:
+                pruned = len(ops) - len(kept)
+                note = f"   ({pruned} of {len(ops)} ops pruned)" if pruned else ""
+                lines.append((f"{name}  edge{note}", ops[0].edge_mean, ops[0].edge_sd,
+                              "black", True))
+                lines += [(r.op, r.mean, r.sd, OP_COLORS.get(r.op, "C0"), False) for r in kept]
+            else:
+                lines.append((f"{name}  (pruned: no op kept)", 0.0, 0.0, "0.6", True))
+        n = len(lines)
+        fig = Figure(figsize=(7.5, 0.24 * n + 1.3))
+        ax = fig.add_subplot()
+        y = np.arange(n)[::-1].astype(float)
+        for i, (_, mean, sd, color, _) in enumerate(lines):
+            ax.hlines(y[i], mean - Z94 * sd, mean + Z94 * sd, color=color, lw=1.6)
+            ax.plot(mean, y[i], "o", color=color, markersize=4)
+        for k, start in enumerate(starts):
+            stop = starts[k + 1] if k + 1 < len(starts) else n
+            if k % 2 == 0:
+                ax.axhspan(y[stop - 1] - 0.5, y[start] + 0.5, color="0.94", zorder=0)
+        ax.set_yticks(y, [line[0] for line in lines], fontsize=9)
+        for tick, line in zip(ax.get_yticklabels(), lines, strict=True):
+            tick.set_color(line[3])
+            tick.set_fontweight("bold" if line[4] else "normal")
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set_xlabel("switch: Laplace posterior mean and 94% interval", fontsize=9)
+        ax.set_title(f"{group}: edges and kept ops", fontsize=11)
+        figures[group] = fig
+    return figures
 
 
 def plot_gamma_trajectories(run: Run, path: Path) -> Path:
-    """Op-switch gamma (log scale) per type-II iteration; pruned-at-the-end switches in grey."""
+    """Op-switch gamma (log scale) per type-II iteration, one panel per cell type.
+
+    A line per op switch in its op's colour (grey when pruned by the end); a pruned switch's
+    line stops at its last non-zero gamma, marked ``x``.
+    """
+    from pyronas.diagram import OP_COLORS
+
     space = run.space
     history = run.posterior.get("history") or []
     if history:
@@ -109,28 +151,35 @@ def plot_gamma_trajectories(run: Run, path: Path) -> Path:
         its = [0]
         gammas = np.asarray(run.posterior["gamma"]["op_switch"], dtype=float)[None]
     final = np.asarray(run.posterior["gamma"]["op_switch"], dtype=float)
-    fig = Figure(figsize=(6 * len(space.cell_types), 4))
+    fig = Figure(figsize=(6 * len(space.cell_types), 4.2))
     for t, cell_type in enumerate(space.cell_types):
         ax = fig.add_subplot(1, len(space.cell_types), t + 1)
         for e in range(space.num_edges):
-            for k in range(space.num_ops):
-                series = np.clip(gammas[:, t, e, k], 1e-12, None)
+            for k, op in enumerate(space.ops):
+                series = np.where(gammas[:, t, e, k] > 0, gammas[:, t, e, k], np.nan)
                 live = final[t, e, k] > 0
-                ax.plot(its, series, color=f"C{k}" if live else "0.8", lw=1 if live else 0.6,
-                        marker="o" if len(its) == 1 else None,
-                        label=space.ops[k] if e == 0 else None)
+                color = OP_COLORS.get(op, f"C{k}") if live else "0.75"
+                ax.plot(its, series, color=color, lw=1.1 if live else 0.7,
+                        marker="o" if len(its) == 1 else None, zorder=3 if live else 2,
+                        label=op if e == 0 else None)
+                last = np.flatnonzero(np.isfinite(series))
+                if not live and last.size and last[-1] < len(its) - 1:
+                    ax.plot(its[last[-1]], series[last[-1]], "x", color="0.5", markersize=5)
         ax.set_yscale("log")
+        ax.set_xticks(its)
         ax.set_xlabel("type-II iteration")
         ax.set_ylabel("gamma (op switch)")
-        ax.set_title(f"{cell_type} cell")
+        ax.set_title(f"{cell_type} cell (grey: pruned, x: last iteration alive)", fontsize=10)
         if t == 0:
-            ax.legend(fontsize=7)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+            ax.legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
 def plot_inclusion_heatmaps(run: Run, rows: list[SummaryRow], folder: Path) -> list[Path]:
-    """One edge x op heat map of inclusion per cell type (group), kept ops outlined."""
+    """One edge x op heat map of inclusion per cell type (group), kept ops in bold."""
+    from pyronas.diagram import math_label
+
     space = run.space
     written = []
     for group in dict.fromkeys(r.group for r in rows):
@@ -142,15 +191,15 @@ def plot_inclusion_heatmaps(run: Run, rows: list[SummaryRow], folder: Path) -> l
             grid[r.edge_index, k] = r.inclusion
             kept[r.edge_index, k] = r.kept
         edge_names = list(dict.fromkeys(r.edge for r in sub))
-        fig = Figure(figsize=(7, 0.45 * space.num_edges + 1.8))
+        fig = Figure(figsize=(8, 0.5 * space.num_edges + 2.0))
         ax = fig.add_subplot()
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         fig.colorbar(image, ax=ax, label="inclusion")
         ax.set_xticks(range(space.num_ops), space.ops, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(range(space.num_edges), edge_names, fontsize=8)
+        ax.set_yticks(range(space.num_edges), [math_label(n) for n in edge_names], fontsize=9)
         for e in range(space.num_edges):
             for k in range(space.num_ops):
-                ax.text(k, e, f"{grid[e, k]:.2f}", ha="center", va="center", fontsize=6,
+                ax.text(k, e, f"{grid[e, k]:.2f}", ha="center", va="center", fontsize=8,
                         color="white" if grid[e, k] < 0.6 else "black",
                         fontweight="bold" if kept[e, k] else "normal")
         ax.set_title(f"{group}: inclusion (bold: kept)")
@@ -161,49 +210,25 @@ def plot_inclusion_heatmaps(run: Run, rows: list[SummaryRow], folder: Path) -> l
 
 
 def draw_inclusion_cells(run: Run, rows: list[SummaryRow], folder: Path) -> list[Path]:
-    """The derived cell of each cell type, every kept op labelled ``op  inclusion``."""
+    """The derived cell of each cell type (or cell), every kept op labelled ``op  inclusion``
+    (:func:`pyronas.diagram.cell_figure`: the ops of an edge grouped when it keeps more than
+    two)."""
+    from pyronas.diagram import CellGraph, cell_figure, math_label
+
     space = run.space
     written = []
     for group in dict.fromkeys(r.group for r in rows):
         sub = [r for r in rows if r.group == group and r.kept]
         cell_type = next(r.cell_type for r in rows if r.group == group)
         edges = space.edges[cell_type]
-        n_in, n_nodes = space.num_inputs, space.num_nodes
-        pos = {i: (0.0, 1.5 * i) for i in range(n_in)}
-        pos.update({n_in + j: (1.5 * (j + 1), 0.75 + (0.9 if j % 2 else -0.9))
-                    for j in range(n_nodes)})
-        fig = Figure(figsize=(2.2 * (n_nodes + 2), 4.5))
-        ax = fig.add_subplot()
-        per_edge: dict[int, list[SummaryRow]] = {}
-        for r in sub:
-            per_edge.setdefault(r.edge_index, []).append(r)
-        for e, ops in per_edge.items():
-            src, dst = edges[e]
-            (x0, y0), (x1, y1) = pos[src], pos[dst]
-            for i, r in enumerate(ops):
-                rad = 0.25 * (i - (len(ops) - 1) / 2)
-                color = f"C{space.ops.index(r.op)}"
-                ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>",
-                                             connectionstyle=f"arc3,rad={rad}", color=color,
-                                             mutation_scale=10, shrinkA=14, shrinkB=14, lw=1.2))
-                mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-                nx, ny = -(y1 - y0), x1 - x0  # normal: where arc3 bends the curve
-                ax.text(mx + rad * nx / 2, my + rad * ny / 2, f"{r.op}\n{r.inclusion:.2f}",
-                        fontsize=6, ha="center", va="center", color=color,
-                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
-                              "alpha": 0.8})
-        for node, (x, y) in pos.items():
-            name = space.node_name(node)
-            ax.text(x, y, name, ha="center", va="center", fontsize=9,
-                    bbox={"boxstyle": "round", "fc": "#dbe9f6" if node < n_in else "#f6e7c1"})
-        if not sub:
-            ax.text(0.5, 0.5, "no kept ops", transform=ax.transAxes, ha="center")
-        ax.set_xlim(-0.7, 1.5 * (n_nodes + 0.5))
-        ax.set_ylim(-2.2, 3.7)
-        ax.axis("off")
-        ax.set_title(f"{group} cell: kept ops with inclusion")
+        ops = tuple((*edges[r.edge_index], r.op, f"{r.op}  {r.inclusion:.2f}") for r in sub)
+        drawn = set(range(space.num_inputs)) | {dst for _, dst, _, _ in ops}
+        names = {node: math_label(space.node_name(node))
+                 for node in range(space.num_inputs + space.num_nodes) if node in drawn}
+        title = f"{group} cell: kept ops with inclusion" if sub else f"{group} cell: no kept ops"
+        fig = cell_figure(CellGraph(names, space.num_inputs, ops, (), title))
         path = folder / f"cell_{group}_inclusion.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight")
+        fig.savefig(path, dpi=100)
         written.append(path)
     return written
 
@@ -220,7 +245,7 @@ def analyze_run(run: Run, idata: Any | None = None) -> dict[str, Any]:
     paths = [write_summary_csv(rows, run.path / "summary.csv")]
     plots = run.path / "plots"
     plots.mkdir(exist_ok=True)
-    paths.append(plot_forest(idata, plots / "forest.png"))
+    paths += plot_forest(rows, plots)
     paths.append(plot_gamma_trajectories(run, plots / "gamma_trajectories.png"))
     paths += plot_inclusion_heatmaps(run, rows, plots)
     paths += draw_inclusion_cells(run, rows, plots)
@@ -503,6 +528,7 @@ __all__ = [
     "nb201_row",
     "comparison_rows",
     "draw_inclusion_cells",
+    "forest_figures",
     "plot_forest",
     "plot_gamma_trajectories",
     "plot_inclusion_heatmaps",

@@ -11,9 +11,18 @@ import pytest
 import torch
 from test_arviz import make_posterior, write_run_folder
 
-from pyronas.arviz_export import get_group, group_names, save_arviz, to_arviz
+from pyronas.arviz_export import (
+    LAPLACE_DRAWS_NOTE,
+    get_group,
+    group_names,
+    load_arviz,
+    save_arviz,
+    summarize,
+    to_arviz,
+)
 from pyronas.cli import main
-from pyronas.report import run_analyze_cli
+from pyronas.diagram import math_label
+from pyronas.report import forest_figures, run_analyze_cli
 from pyronas.run_summary import (
     inclusion_from_draws,
     inclusion_gaussian,
@@ -82,13 +91,53 @@ def test_analyze_one_run_writes_files(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "normal" in out and "kept ops" in out
     plots = path / "plots"
-    for name in ("forest.png", "gamma_trajectories.png", "inclusion_normal.png",
-                 "inclusion_reduce.png", "cell_normal_inclusion.png", "cell_reduce_inclusion.png"):
+    for name in ("forest_normal.png", "forest_reduce.png", "gamma_trajectories.png",
+                 "inclusion_normal.png", "inclusion_reduce.png", "cell_normal_inclusion.png",
+                 "cell_reduce_inclusion.png"):
         assert (plots / name).stat().st_size > 1000, name
     with (path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 112
     assert {"cell_type", "edge", "op", "mean", "sd", "gamma", "inclusion", "kept"} <= set(rows[0])
+
+
+def test_forest_grouped_by_cell_type_and_edge_names(tmp_path: Path) -> None:
+    rows = summary_table(load_run(write_run_folder(tmp_path / "run")))
+    figures = forest_figures(rows)
+    assert set(figures) == {"normal", "reduce"}
+    ticks = [t.get_text() for t in figures["normal"].axes[0].get_yticklabels()]
+    names = SPACE.edge_names("normal")
+    # one row per edge, named, then its kept ops; the pruned edge 7 is one row
+    edge_rows = [t for t in ticks if "$" in t]
+    assert len(edge_rows) == SPACE.num_edges
+    for name, tick in zip(names, edge_rows, strict=True):
+        assert tick.startswith(math_label(name))
+    assert not any(t.startswith("e0") or "edge_switch" in t for t in ticks)
+    assert "(3 of 7 ops pruned)" in edge_rows[0] and "no op kept" in edge_rows[7]
+    kept = [r for r in rows if r.group == "normal" and r.kept]
+    assert len(ticks) == SPACE.num_edges + len(kept)
+    # readable: at least 9 pt type, at most 0.3 inch per row
+    assert min(t.get_fontsize() for t in figures["normal"].axes[0].get_yticklabels()) >= 9
+    assert figures["normal"].get_size_inches()[1] <= 0.3 * len(ticks) + 1.5
+
+
+def test_summary_of_laplace_draws_has_no_mcmc_diagnostics(tmp_path: Path) -> None:
+    post = make_posterior()
+    path = save_arviz(to_arviz(post, num_chains=2, num_draws=50), tmp_path / "posterior.nc")
+    idata = load_arviz(path)
+    assert get_group(idata, "posterior").attrs["draws_note"] == LAPLACE_DRAWS_NOTE
+    frame = summarize(idata, var_names=["op_switch"])
+    assert list(frame.columns) == ["mean", "sd", "hdi_3%", "hdi_97%"]
+    assert not any("r_hat" in c or "ess" in c for c in frame.columns)
+    assert frame.attrs["note"] == LAPLACE_DRAWS_NOTE
+    with pytest.raises(ValueError, match="not MCMC chains"):
+        summarize(idata, kind="diagnostics")
+    # anything that is not a pyronas export keeps the full summary
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    mcmc = az.from_dict(posterior={"x": rng.normal(size=(2, 50))})
+    assert "r_hat" in summarize(mcmc).columns
 
 
 def test_analyze_several_runs_with_compare(tmp_path: Path) -> None:
