@@ -70,10 +70,10 @@ __all__ = [
 RUN_FORMAT = "pyronas-run/1"
 """The ``format`` of ``run.json``."""
 
-RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "device", "num_threads", "out", "t_max",
-                     "search_epochs"}
-"""Flat setting keys that may change between a run and its resumption (more iterations or
-epochs continue the run; where and how it runs does not change its numbers)."""
+RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "device", "num_threads", "out", "t_max"}
+"""Flat setting keys that may change between a run and its resumption (more type-II iterations
+continue a BayesNAS run; where and how it runs does not change its numbers). ``search_epochs``
+is not one: the baselines' cosine schedule depends on it."""
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from pyronas.genotype import (
     validate,
 )
 from pyronas.nb201 import lookup
+from pyronas.runs import RunFolderError
 from pyronas.search import resolve_search_config
 from pyronas.space import get_space
 from pyronas.strategies import STRATEGIES, STRATEGY_DEFAULTS, search_cost_gpu_days
@@ -420,8 +421,61 @@ def test_random_nb201_cells_keep_their_benchmark_string():
 def test_bad_mode_and_existing_run_folder(darts1_run, tmp_path):
     with pytest.raises(ValueError, match="random_mode"):
         STRATEGIES["random"](_cfg(random_mode="grid"), tmp_path / "x")
-    with pytest.raises(FileExistsError, match="already holds"):
+    with pytest.raises(RunFolderError, match="already holds a darts1 search run, finished"):
         STRATEGIES["darts1"](_cfg(), darts1_run[0].out_dir)
+
+
+class _Stopped(Exception):
+    """Stands for a crash right after a checkpoint."""
+
+
+def _stop_after_first_checkpoint(monkeypatch, module):
+    save = module.save_epoch_checkpoint
+
+    def save_then_stop(h, kind, epoch, **state):
+        save(h, kind, epoch, **state)
+        raise _Stopped
+
+    monkeypatch.setattr(module, "save_epoch_checkpoint", save_then_stop)
+
+
+def _numbers(out):
+    """metrics.csv without the wall times."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in _rows(out / "metrics.csv")]
+
+
+def test_darts_resumes_after_an_epoch_as_if_never_stopped(darts1_run, tmp_path, monkeypatch):
+    from pyronas.strategies import darts
+
+    out = tmp_path / "run"
+    _stop_after_first_checkpoint(monkeypatch, darts)
+    with pytest.raises(_Stopped):
+        STRATEGIES["darts1"](_cfg(search_epochs=2), out)
+    monkeypatch.undo()
+    assert len(_rows(out / "metrics.csv")) == 1 and not (out / "genotype.json").exists()
+    resumed = STRATEGIES["darts1"](_cfg(search_epochs=2, resume=True), out)
+    full = darts1_run[0]
+    assert torch.equal(resumed.extra["alpha"], full.extra["alpha"])
+    assert (out / "genotype.json").read_bytes() == (full.out_dir / "genotype.json").read_bytes()
+    assert _numbers(out) == _numbers(full.out_dir)
+    with pytest.raises(RunFolderError, match="darts1 search, not a darts2"):
+        STRATEGIES["darts2"](_cfg(search_epochs=2, resume=True), out)
+
+
+def test_random_ws_resumes_after_an_epoch_as_if_never_stopped(tmp_path, monkeypatch):
+    from pyronas.strategies import random_search
+
+    full = STRATEGIES["random"](_cfg(search_epochs=2), tmp_path / "full")
+    out = tmp_path / "run"
+    _stop_after_first_checkpoint(monkeypatch, random_search)
+    with pytest.raises(_Stopped):
+        STRATEGIES["random"](_cfg(search_epochs=2), out)
+    monkeypatch.undo()
+    resumed = STRATEGIES["random"](_cfg(search_epochs=2, resume=True), out)
+    assert [s for _, s in resumed.extra["candidates"]] == [s for _, s in full.extra["candidates"]]
+    assert (out / "genotype.json").read_bytes() == (tmp_path / "full/genotype.json").read_bytes()
+    assert _numbers(out) == _numbers(tmp_path / "full")
+    assert (out / "candidates.csv").read_bytes() == (tmp_path / "full/candidates.csv").read_bytes()
 
 
 def test_strategy_defaults_are_the_published_darts_values():

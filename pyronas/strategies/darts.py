@@ -55,6 +55,8 @@ from pyronas.strategies.harness import (
     cosine_lr,
     derive_one_op_per_edge,
     finish,
+    resume_epoch_checkpoint,
+    save_epoch_checkpoint,
     start_strategy,
 )
 from pyronas.supernet_eval import evaluate_supernet, recalibrate_batchnorm
@@ -262,14 +264,53 @@ def darts_arch_gradient(
 # --------------------------------------------------------------------------------------------
 
 
-def _cycle(loader: Any, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    while True:
-        empty = True
-        for x, y in loader:
-            empty = False
-            yield x.to(device), y.to(device)
-        if empty:
-            raise ValueError("the search split is empty: DARTS needs it for the architecture steps")
+class SearchBatches:
+    """The ``search`` split cycled, one batch per architecture step, on ``device``.
+
+    Its position (the loader generator's state at the start of the current pass and the
+    batches taken since) goes into the checkpoint, so that a resumed search continues the pass
+    where it stopped (:meth:`state`, :meth:`restore`).
+    """
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self.pass_start: Tensor | None = None
+        self.taken = 0
+        self._batches: Iterator[tuple[Tensor, Tensor]] | None = None
+
+    def _new_pass(self) -> None:
+        self.pass_start = self.loader.generator.get_state()
+        self.taken = 0
+        self._batches = iter(self.loader)
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        if self._batches is None:
+            self._new_pass()
+        assert self._batches is not None
+        batch = next(self._batches, None)
+        if batch is None:
+            self._new_pass()
+            batch = next(self._batches, None)
+            if batch is None:
+                raise ValueError("the search split is empty: DARTS needs it for the "
+                                 "architecture steps")
+        self.taken += 1
+        x, y = batch
+        return x.to(self.device), y.to(self.device)
+
+    def state(self) -> dict[str, Any]:
+        """Where the cycle stands: ``{"pass_start": generator state or None, "taken": int}``."""
+        return {"pass_start": self.pass_start, "taken": self.taken}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (replays the current pass up to where it stood)."""
+        if state["pass_start"] is None:
+            return
+        self.loader.generator.set_state(state["pass_start"])
+        self.pass_start, self._batches = state["pass_start"], iter(self.loader)
+        for _ in range(int(state["taken"])):
+            next(self._batches)
+        self.taken = int(state["taken"])
 
 
 def run_darts(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None,
@@ -295,7 +336,8 @@ def run_darts(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None,
     The run folder gets ``config.yaml``, ``metrics.csv`` (per epoch: ``epoch``, ``train_loss``,
     ``search_loss``, ``val_acc`` (supernet with the softmax mix, batch norms recalibrated),
     ``lr``, ``seconds`` (the weight and architecture steps of the epoch, evaluation excluded),
-    ``genotype``), ``alphas.pt``, ``genotype.json``, ``cell_*.png`` and ``metrics.json``.
+    ``genotype``), ``checkpoint.pt`` (after every epoch: ``--resume`` continues from it),
+    ``alphas.pt``, ``genotype.json``, ``cell_*.png`` and ``metrics.json``.
     """
     strategy = "darts2" if unrolled else "darts1"
     h = start_strategy(cfg, out_dir, prefix=strategy)
@@ -313,11 +355,23 @@ def run_darts(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None,
     a_opt = torch.optim.Adam([alpha], lr=options.arch_lr, betas=ARCH_BETAS,
                              weight_decay=options.arch_weight_decay)
     index = None if net.tied else net.cell_type_index
-    search_batches = _cycle(h.loaders["search"], device)
+    search_batches = SearchBatches(h.loaders["search"], device)
     records: list[dict[str, Any]] = []
     history: list[Tensor] = []
     names = {p: n for n, p in net.named_parameters()}
-    for epoch in range(epochs):
+    kind = f"pyronas-{strategy}-search/1"
+    first = 0
+    saved = resume_epoch_checkpoint(h, kind)
+    if saved is not None:
+        net.load_state_dict(saved["net"])
+        with torch.no_grad():
+            alpha.copy_(saved["alpha"])
+        w_opt.load_state_dict(saved["weight_optimizer"])
+        a_opt.load_state_dict(saved["arch_optimizer"])
+        records, history = list(saved["records"]), list(saved["history"])
+        search_batches.restore(saved["search_batches"])
+        first = int(saved["epoch"])
+    for epoch in range(first, epochs):
         lr = cosine_lr(train.lr, options.lr_min, epoch, epochs)
         for group in w_opt.param_groups:
             group["lr"] = lr
@@ -371,6 +425,11 @@ def run_darts(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None,
         history.append(alpha.detach().cpu().clone())
         log.info("%s epoch %d/%d  train loss %.3f  val acc %.3f  %.1f s  genotype: %s",
                  strategy, epoch + 1, epochs, row["train_loss"], val_acc, seconds, row["genotype"])
+        save_epoch_checkpoint(
+            h, kind, epoch + 1, net=net.state_dict(), alpha=alpha.detach().cpu(),
+            weight_optimizer=w_opt.state_dict(), arch_optimizer=a_opt.state_dict(),
+            records=records, history=history, search_batches=search_batches.state(),
+        )
 
     genotype = darts_genotype(space, alpha, index)
     save_checkpoint(
@@ -402,6 +461,7 @@ def run_darts2(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> 
 
 __all__ = [
     "DARTS_DEFAULTS",
+    "SearchBatches",
     "alpha_switches",
     "darts_arch_gradient",
     "darts_genotype",

@@ -1,13 +1,16 @@
 """What the baseline strategies share beyond the run skeleton: the result, the last step and
 the cell <-> switch conversions.
 
-A strategy checks its run folder (:func:`check_folder`), calls
-:func:`pyronas.run_setup.prepare_run` (folder, ``config.yaml``, seeds, data splits, supernet,
-loaders), appends one row per epoch to ``metrics.csv`` and ends with :func:`finish`
-(``genotype.json``, cell diagrams and ``metrics.json`` with the search cost).
+A strategy claims its run folder and prepares the run (:func:`start_strategy`: folder,
+``config.yaml``, seeds, data splits, supernet, loaders), appends one row per epoch to
+``metrics.csv``, checkpoints after each epoch (:func:`save_epoch_checkpoint`; a run started
+with ``--resume`` continues from there, :func:`resume_epoch_checkpoint`) and ends with
+:func:`finish` (``genotype.json``, cell diagrams and ``metrics.json`` with the search cost,
+written atomically, ``metrics.json`` last).
 
 Search cost: ``metrics.json`` holds ``search_seconds`` (wall time of the whole search, from
-:func:`~pyronas.run_setup.prepare_run` to :func:`finish`) and ``search_device``;
+:func:`~pyronas.run_setup.prepare_run` to :func:`finish`, summed over the processes of a
+resumed run) and ``search_device``;
 :func:`~pyronas.runs.search_cost_gpu_days` turns them into GPU-days (``seconds / 86400`` on a
 GPU, ``None`` on a CPU).
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,24 +28,36 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyronas.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pyronas.genotype import (
     Genotype,
     alive_mask,
     derive,
     format_nb201_string,
-    save_genotype,
+    genotype_to_json,
     to_nb201_string,
 )
-from pyronas.run_setup import RunContext, prepare_run, refuse_existing_run, run_folder
-from pyronas.runs import atomic_write_text, device_description, search_cost_gpu_days
+from pyronas.run_setup import (
+    RunContext,
+    capture_run_rng,
+    claim_run_folder,
+    config_difference,
+    prepare_run,
+    restore_run_rng,
+    run_folder,
+)
+from pyronas.runs import (
+    RunFolderError,
+    atomic_write_text,
+    device_description,
+    search_cost_gpu_days,
+    staged_outputs,
+)
 from pyronas.settings import SearchSettings
 from pyronas.space import SearchSpace
 from pyronas.supernet import SuperNet
 
 log = logging.getLogger(__name__)
-
-RUN_MARKERS = ("genotype.json", "metrics.csv", "metrics.json", "posterior.pt")
-"""Files whose presence means a folder already holds a finished or started search run."""
 
 
 @dataclass
@@ -78,7 +92,7 @@ def start_strategy(
     cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | None, prefix: str,
     data: bool = True,
 ) -> RunContext:
-    """Validate the settings, refuse a folder that holds a run, and prepare the run.
+    """Validate the settings, claim the run folder, and prepare the run.
 
     Parameters
     ----------
@@ -87,20 +101,63 @@ def start_strategy(
     out_dir
         Run folder; default ``run.out`` or ``runs/<prefix>-<time>``.
     prefix
-        Folder name prefix of the default run folder.
+        The strategy (``darts1``, ``random-ws``, ...): prefix of the default run folder, and
+        what ``run.json`` records (a resumed run must be of the same strategy).
     data
         Load the data and build the supernet and loaders (``False``: a strategy that trains
         nothing).
 
     Raises
     ------
-    FileExistsError
-        The folder already holds a search run (nothing is overwritten).
+    RunFolderError
+        The folder holds a run or other files (without ``--resume`` or ``--overwrite``), cannot
+        be written, or (``--resume``) holds no run of this strategy and settings
+        (:func:`~pyronas.run_setup.claim_run_folder`).
     """
     settings = SearchSettings.from_mapping(cfg)
     out = run_folder(settings, out_dir, prefix)
-    refuse_existing_run(out, RUN_MARKERS, "choose another --out")
+    claim_run_folder(settings, out, prefix)
     return prepare_run(settings, out, data=data)
+
+
+def save_epoch_checkpoint(h: RunContext, kind: str, epoch: int, **state: Any) -> None:
+    """``checkpoint.pt`` after ``epoch`` epochs: ``state`` (weights, optimisers, records ...)
+    plus the settings, every generator (:func:`~pyronas.run_setup.capture_run_rng`) and the
+    search seconds so far. Call it between epochs, when no loader is being iterated."""
+    save_checkpoint({"kind": kind, "config": h.settings.to_dict(), "epoch": epoch,
+                     "rng": capture_run_rng(h.loaders), "seconds": h.seconds(), **state},
+                    h.out / CHECKPOINT_NAME)
+
+
+def resume_epoch_checkpoint(h: RunContext, kind: str) -> dict[str, Any] | None:
+    """The checkpoint of a resumed run, its generators and seconds restored into ``h``; None
+    for a new run (or one stopped before its first checkpoint).
+
+    Call it once the run has drawn everything it draws before its first epoch; ``metrics.csv``
+    keeps the rows of the checkpointed epochs only.
+
+    Raises
+    ------
+    RunFolderError
+        The checkpoint is of another kind or of other settings, or cannot be read.
+    """
+    path = h.out / CHECKPOINT_NAME
+    if not h.settings.run.resume or not path.exists():
+        h.metrics.truncate_after("epoch", 0)  # rows of a run stopped before its first checkpoint
+        return None
+    state = load_checkpoint(path, weights_only=False)
+    if state.get("kind") != kind:
+        raise RunFolderError(f"--resume: {path} is not a {kind} checkpoint (kind "
+                             f"{state.get('kind', 'unknown')!r}); start a new run folder")
+    differ = config_difference(state["config"], h.settings)
+    if differ:
+        raise RunFolderError(f"--resume: the checkpoint in {h.out} was written with other "
+                             f"settings ({', '.join(differ)}); use the same options")
+    h.metrics.truncate_after("epoch", int(state["epoch"]))
+    restore_run_rng(state["rng"], h.loaders)
+    h.seconds_before = float(state["seconds"])
+    log.info("resuming %s after epoch %d", h.out, state["epoch"])
+    return state
 
 
 def finish(h: RunContext, genotype: Genotype, strategy: str, records: list[dict[str, Any]],
@@ -116,16 +173,17 @@ def finish(h: RunContext, genotype: Genotype, strategy: str, records: list[dict[
     from pyronas.diagram import draw_genotype
     from pyronas.nb201 import STRING_FILE, write_run_lookup
 
-    save_genotype(genotype, h.out / "genotype.json")
-    if h.space.name == "nb201":
-        arch = to_nb201_string(genotype)
-        (h.out / STRING_FILE).write_text(arch + "\n")
-        write_run_lookup(h.out, arch)
-    try:
-        draw_genotype(genotype, h.out / "cell.png")
-    except Exception as err:  # drawing is a convenience: the genotype is already saved
-        log.warning("could not draw the cells: %s", err)
-    seconds = time.perf_counter() - h.start
+    with staged_outputs(h.out) as stage:
+        atomic_write_text(genotype_to_json(genotype), stage / "genotype.json")
+        if h.space.name == "nb201":
+            arch = to_nb201_string(genotype)
+            atomic_write_text(arch + "\n", stage / STRING_FILE)
+            write_run_lookup(stage, arch)
+        try:
+            draw_genotype(genotype, stage / "cell.png")
+        except Exception as err:  # drawing is a convenience: the genotype is already saved
+            log.warning("could not draw the cells: %s", err)
+    seconds = h.seconds()
     summary = {
         "strategy": strategy,
         "search_seconds": seconds,

@@ -21,6 +21,7 @@ a seed is the first weight-sharing candidate of that seed.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 import time
@@ -35,7 +36,7 @@ from torch import nn
 from pyronas.data import make_loader
 from pyronas.genotype import Genotype, GenotypeError, derive
 from pyronas.run_setup import RunContext
-from pyronas.runs import compact_genotype
+from pyronas.runs import atomic_write_text, compact_genotype
 from pyronas.settings import SearchSettings, StrategySettings
 from pyronas.space import SearchSpace
 from pyronas.strategies.harness import (
@@ -44,6 +45,8 @@ from pyronas.strategies.harness import (
     derive_one_op_per_edge,
     finish,
     genotype_switches,
+    resume_epoch_checkpoint,
+    save_epoch_checkpoint,
     start_strategy,
 )
 from pyronas.supernet_eval import evaluate_supernet, recalibrate_batchnorm
@@ -124,18 +127,29 @@ def _score(h: RunContext, genotype: Genotype, bn_batches: list) -> float:
         h.net.set_alive(None)
 
 
+CHECKPOINT_KIND = "pyronas-random-ws-search/1"
+"""The ``kind`` of the per-epoch checkpoint of random search with weight sharing."""
+
+
 def _train_supernet(h: RunContext, epochs: int, probe: Genotype, bn_batches: list
                     ) -> list[dict[str, Any]]:
     """Weight-sharing training with a random cell per step (the ``paths`` seed stream); one
-    metrics row per epoch."""
+    metrics row and one checkpoint per epoch (a resumed run continues after the last one)."""
     net, train, device = h.net, h.settings.training, h.device
     assert net is not None
     rng = h.seeds.numpy("paths")
     weights = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(weights, lr=train.lr, momentum=train.momentum,
                           weight_decay=train.weight_decay)
-    records = []
-    for epoch in range(epochs):
+    records: list[dict[str, Any]] = []
+    first = 0
+    saved = resume_epoch_checkpoint(h, CHECKPOINT_KIND)
+    if saved is not None:
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["paths"]
+        records, first = list(saved["records"]), int(saved["epoch"])
+    for epoch in range(first, epochs):
         lr = cosine_lr(train.lr, h.settings.strategy.lr_min, epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -169,6 +183,9 @@ def _train_supernet(h: RunContext, epochs: int, probe: Genotype, bn_batches: lis
         records.append(row)
         log.info("random-ws epoch %d/%d  train loss %.3f  probe val acc %.3f  %.1f s",
                  epoch + 1, epochs, row["train_loss"], row["val_acc"], seconds)
+        save_epoch_checkpoint(h, CHECKPOINT_KIND, epoch + 1, net=net.state_dict(),
+                              optimizer=opt.state_dict(), paths=rng.bit_generator.state,
+                              records=records)
     return records
 
 
@@ -191,8 +208,10 @@ def run_random(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> 
 
     The run folder gets ``config.yaml``, ``metrics.csv`` (``ws``: per epoch ``epoch``,
     ``train_loss``, ``val_acc`` of a fixed probe cell (the first candidate), ``lr``, ``seconds``,
-    ``genotype`` of the probe; ``plain``: one row, epoch 0), ``candidates.csv`` (``ws``),
-    ``genotype.json``, ``cell_*.png`` and ``metrics.json``.
+    ``genotype`` of the probe; ``plain``: one row, epoch 0), ``checkpoint.pt`` (``ws``, after
+    every epoch: ``--resume`` continues from it), ``candidates.csv`` (``ws``),
+    ``genotype.json``, ``cell_*.png`` and ``metrics.json``. A ``plain`` run has nothing to
+    resume: ``--resume`` draws its cell again.
     """
     settings = SearchSettings.from_mapping(cfg)
     mode = settings.strategy.random_mode
@@ -200,6 +219,7 @@ def run_random(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> 
     if mode == "plain":
         h = start_strategy(settings, out_dir, prefix=strategy, data=False)
         genotype = _candidates(h, 1)[0]
+        h.metrics.truncate_after("epoch", -1)  # a resumed plain run starts over
         row = {"epoch": 0, "train_loss": None, "val_acc": None, "lr": None, "seconds": 0.0,
                "genotype": compact_genotype(genotype)}
         h.metrics.append(row)
@@ -215,11 +235,12 @@ def run_random(cfg: SearchSettings | Mapping[str, Any], out_dir: Any = None) -> 
     scores = [_score(h, g, bn_batches) for g in candidates]
     selection_seconds = time.perf_counter() - start
     best = int(np.argmax(scores))  # first of the best on ties
-    with (h.out / "candidates.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["candidate", "val_acc", "selected", "genotype"])
-        for i, (g, s) in enumerate(zip(candidates, scores, strict=True)):
-            writer.writerow([i, f"{s:.6g}", int(i == best), compact_genotype(g)])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["candidate", "val_acc", "selected", "genotype"])
+    for i, (g, s) in enumerate(zip(candidates, scores, strict=True)):
+        writer.writerow([i, f"{s:.6g}", int(i == best), compact_genotype(g)])
+    atomic_write_text(table.getvalue(), h.out / "candidates.csv")
     log.info("random-ws: best of %d candidates: #%d, val acc %.3f", n, best, scores[best])
     result = finish(h, candidates[best], strategy, records, {
         "num_candidates": n, "best_val_acc": scores[best], "selection_seconds": selection_seconds,
