@@ -511,7 +511,25 @@ def _build(layers: list[dict[str, Any]]) -> SearchSettings:
     sections["prior"] = _check_prior(prior_section, loose)
     settings = SearchSettings(**sections)
     _check_choices(settings)
+    _check_prior_values(settings)
     return settings
+
+
+def _check_prior_values(settings: SearchSettings) -> None:
+    """The prior's own checks of its option values (``lambda_edge`` must be positive, ...): its
+    ``init_hypers`` run once on the search space, before any data is read."""
+    import inspect
+
+    from pyronas.models import load_prior
+    from pyronas.space import get_space
+
+    prior = load_prior(settings.prior.name)
+    if next(iter(inspect.signature(prior.init_hypers).parameters), None) != "space":
+        return
+    try:
+        prior.init_hypers(get_space(settings.supernet.space), **settings.prior.options)
+    except ValueError as err:
+        raise ConfigError(f"prior {settings.prior.name!r}: {err}") from None
 
 
 def load_search_settings(

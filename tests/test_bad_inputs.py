@@ -327,7 +327,8 @@ CASES: dict[str, Case] = {
     "search --lr nan": _plain(lambda t: _search(t, "--lr", "nan")),
     "search lr: .nan": _plain(lambda t: _search_yaml(t, "training:\n  lr: .nan\n")),
     "search --threshold -1": _plain(lambda t: _search(t, "--threshold", "-1")),
-    "search --lambda-edge -1": _plain(lambda t: _search(t, "--lambda-edge", "-1")),
+    "search --lambda-edge -1": _plain(lambda t: _search(t, "--lambda-edge", "-1"),
+                                      _no_run_folder),
     # devices
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu"), _no_run_folder),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),
