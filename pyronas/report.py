@@ -331,18 +331,26 @@ def write_comparison(rows: list[dict[str, Any]], runs: Sequence[Run], out: Path)
         ax.plot([float(r["log_evidence"]) for r in rows], y, "o")
         ax.set_xlabel("final log evidence")
     ax.set_yticks(y, [r["run"] for r in rows])
-    fig.savefig(out / "comparison.png", dpi=90, bbox_inches="tight")
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_title("runs compared", fontsize=11)
+    fig.savefig(out / "comparison.png", dpi=100, bbox_inches="tight")
     paths.append(out / "comparison.png")
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
+    iterations: set[int] = set()
     for row, run in zip(rows, runs, strict=True):
         evidence = run.log_evidence()
-        ax.plot(range(len(evidence)), evidence, marker="o", label=row["run"])
+        its = [int(h["iteration"]) for h in run.posterior.get("history") or []]
+        if len(its) != len(evidence):
+            its = list(range(1, len(evidence) + 1))
+        iterations.update(its)
+        ax.plot(its, evidence, marker="o", label=row["run"])
+    ax.set_xticks(sorted(iterations))
     ax.set_xlabel("type-II iteration")
     ax.set_ylabel("log evidence")
-    ax.legend(fontsize=7)
-    fig.savefig(out / "evidence.png", dpi=90, bbox_inches="tight")
+    ax.legend(fontsize=8)
+    fig.savefig(out / "evidence.png", dpi=100, bbox_inches="tight")
     paths.append(out / "evidence.png")
     return paths
 
@@ -367,15 +375,17 @@ def _print_run(console: Any, run: Run, rows: list[SummaryRow]) -> None:
 
 
 def _print_comparison(console: Any, rows: list[dict[str, Any]]) -> None:
+    """The comparison, one column per run and one line per quantity (fits a terminal)."""
     from rich.table import Table
 
     table = Table(title="comparison", title_justify="left")
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    for key in keys:
-        table.add_column(key)
+    table.add_column("")
     for row in rows:
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v)
-                        for v in (row.get(k, "") for k in keys)])
+        table.add_column(str(row["run"]), justify="right")
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k != "run"]
+    for key in keys:
+        table.add_row(key, *[f"{v:.4g}" if isinstance(v, float) else str(v)
+                             for v in (row.get(key, "") for row in rows)])
     console.print(table)
 
 
