@@ -19,7 +19,6 @@ import logging
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +54,7 @@ OUTPUT = -1
 
 NODE_SIZE, OP_SIZE, TITLE_SIZE = 11.0, 8.5, 12.0  # font sizes in points
 PAD = 0.05  # inches of white around a label's text
-GAP = 0.06  # inches kept free between labels and boxes
+GAP = 0.06  # inches between stacked op boxes
 
 
 def math_label(name: str) -> str:
@@ -203,11 +202,6 @@ def _layers(graph: CellGraph) -> dict[int, int]:
     if OUTPUT in graph.names:
         layer[OUTPUT] = 1 + max(layer.values())
     return layer
-
-
-def _overlap(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether two ``(x0, y0, x1, y1)`` rectangles overlap."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 class _Measure:
