@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyronas.evalnet import NetworkCIFAR, NetworkImageNet, count_mult_adds, count_parameters
-from pyronas.genotype import describe, load_genotype
+from pyronas.genotype import Genotype, describe, from_nb201_string, load_genotype
 
 NETWORKS = {
     # dataset: (builder, input size of one image, description)
@@ -33,13 +34,20 @@ class ModelInfo:
     cells: str
 
 
+def _load(name: str) -> Genotype:
+    """A bundled name, a genotype JSON file or a NAS-Bench-201 string (``|op~0|+|...|``)."""
+    if str(name).startswith("|") and not Path(name).is_file():
+        return from_nb201_string(str(name))
+    return load_genotype(name)
+
+
 def model_info(genotype_name_or_path: str, dataset: str) -> ModelInfo:
     """Build the published network of ``dataset`` for a genotype and measure it."""
     if dataset not in NETWORKS:
         raise ValueError(
             f"unknown dataset {dataset!r} for model-info; choose from {list(NETWORKS)}"
         )
-    genotype = load_genotype(genotype_name_or_path)
+    genotype = _load(genotype_name_or_path)
     build, input_size, network = NETWORKS[dataset]
     model = build(genotype)
     return ModelInfo(

@@ -426,9 +426,9 @@ class Training:
 
 
 def _open_run_folder(out_dir: str | Path, resume: bool) -> tuple[Path, Path | None]:
-    """Create the run folder; return it and its checkpoint (refused without ``resume``)."""
+    """The run folder (created later, by the first file written) and its checkpoint (refused
+    without ``resume``)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     existing = latest_checkpoint(out)
     if existing is not None and not resume:
         raise FileExistsError(

@@ -228,6 +228,20 @@ def _interrupt(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return _retrain(tmp, "--epochs", "2")
 
 
+def _search_raising(error: BaseException) -> Callable[[Path, pytest.MonkeyPatch], list[str]]:
+    """A search whose strategy raises ``error`` once it runs."""
+    import pyronas.dispatch
+
+    def build(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        def run_strategy(settings, out_dir=None):
+            raise error
+
+        monkeypatch.setattr(pyronas.dispatch, "run_strategy", run_strategy)
+        return _search(tmp, "--batch-size", "48")
+
+    return build
+
+
 def _existing(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
     _finished_epoch(tmp)
     return _retrain(tmp)
@@ -256,12 +270,10 @@ def _resume_after(tmp: Path) -> None:
 
 CASES: dict[str, Case] = {
     # configuration files and keys
-    "retrain: mistyped config key": _plain(lambda t: _retrain(t, extra="lrr: 0.1\n"),
-                                           _no_run_folder),
-    "search: mistyped prior option": _plain(lambda t: _search_yaml(t, "lamda_edge: 0.1\n"),
-                                            _no_run_folder),
+    "retrain: mistyped config key": _plain(lambda t: _retrain(t, extra="lrr: 0.1\n")),
+    "search: mistyped prior option": _plain(lambda t: _search_yaml(t, "lamda_edge: 0.1\n")),
     "search: mistyped key in a section": _plain(
-        lambda t: _search_yaml(t, "training:\n  lrr: 0.1\n"), _no_run_folder),
+        lambda t: _search_yaml(t, "training:\n  lrr: 0.1\n")),
     "retrain: wrong value type": _plain(lambda t: _retrain(t, extra="epochs: ten\n")),
     "search: wrong value type": _plain(
         lambda t: _search_yaml(t, "training:\n  batch_size: big\n")),
@@ -277,8 +289,7 @@ CASES: dict[str, Case] = {
     "retrain: unknown data set": _plain(lambda t: _retrain(t, "--dataset", "mnist")),
     "model-info: unknown data set": _plain(
         lambda t: ["model-info", "--genotype", "DARTS_V2", "--dataset", "mnist"]),
-    "unknown bundled genotype": _plain(lambda t: _retrain(t, "--genotype", "DARTS_V3"),
-                                       _no_run_folder),
+    "unknown bundled genotype": _plain(lambda t: _retrain(t, "--genotype", "DARTS_V3")),
     # prior files
     "prior file with a syntax error": _plain(
         lambda t: _search(t, "--prior", str(_write(t / "mine.py", "def model(:\n")))),
@@ -288,8 +299,7 @@ CASES: dict[str, Case] = {
     "genotype: malformed JSON": _plain(
         lambda t: _retrain(t, "--genotype", str(_write(t / "g.json", '{"normal": [[')))),
     "genotype: unknown op": _plain(
-        lambda t: _genotype(t, _node("normal", 0, [["conv_9x9", 0], ["sep_conv_3x3", 1]])),
-        _no_run_folder),
+        lambda t: _genotype(t, _node("normal", 0, [["conv_9x9", 0], ["sep_conv_3x3", 1]]))),
     "genotype: cycle": _plain(
         lambda t: _genotype(t, _node("normal", 1, [["sep_conv_3x3", 3], ["sep_conv_3x3", 1]]))),
     "genotype: input out of range": _plain(
@@ -301,6 +311,8 @@ CASES: dict[str, Case] = {
         lambda t: ["genotype", "show", "NOPE", "--out", str(t)]),
     "model-info: broken genotype": _plain(lambda t: [
         "model-info", "--genotype", str(_write(t / "g.json", "[1, 2]"))]),
+    "model-info: malformed NAS-Bench-201 string": _plain(
+        lambda t: ["model-info", "--genotype", "|nor_conv_3x3~0|+|nor_conv_3x3~3|"]),
     # data files
     "data files missing": _plain(lambda t: _retrain(
         t, "--dataset", "cifar10", "--data-dir", str(t))),
@@ -310,7 +322,7 @@ CASES: dict[str, Case] = {
     "data file with bad labels": _plain(lambda t: _fashion(t, "labels")),
     "data files that disagree": _plain(lambda t: _fashion(t, "count")),
     # numbers
-    "retrain --epochs -3": _plain(lambda t: _retrain(t, "--epochs", "-3"), _no_run_folder),
+    "retrain --epochs -3": _plain(lambda t: _retrain(t, "--epochs", "-3")),
     "retrain --epochs 0": _plain(lambda t: _retrain(t, "--epochs", "0")),
     "retrain --batch-size 0": _plain(lambda t: _retrain(t, "--batch-size", "0")),
     "retrain layers: 0": _plain(lambda t: _retrain(t, extra="layers: 0\n")),
@@ -327,19 +339,20 @@ CASES: dict[str, Case] = {
     "search --lr nan": _plain(lambda t: _search(t, "--lr", "nan")),
     "search lr: .nan": _plain(lambda t: _search_yaml(t, "training:\n  lr: .nan\n")),
     "search --threshold -1": _plain(lambda t: _search(t, "--threshold", "-1")),
-    "search --lambda-edge -1": _plain(lambda t: _search(t, "--lambda-edge", "-1"),
-                                      _no_run_folder),
+    "search --lambda-edge -1": _plain(lambda t: _search(t, "--lambda-edge", "-1")),
     # devices
-    "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu"), _no_run_folder),
+    "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),
     # runs that stop on the way
     "retrain: learning rate that makes the loss non-finite": Case(_nan_run, _nan_after),
     "retrain: out of memory": Case(_oom),
     "retrain: Ctrl-C": Case(_interrupt, _resume_after),
+    "search: out of memory": Case(_search_raising(torch.OutOfMemoryError("CUDA out of memory"))),
+    "search: Ctrl-C": Case(_search_raising(KeyboardInterrupt())),
     "retrain: --out holds a run, no --resume": Case(_existing, _resume_after),
     "retrain --resume: another configuration": Case(_resume_other_config, _resume_after),
     "retrain --resume: data set with another number of classes": Case(_resume_other_classes),
-    "retrain --resume: nothing to resume": Case(_resume_nothing, _no_run_folder),
+    "retrain --resume: nothing to resume": Case(_resume_nothing),
     "retrain: read-only --out": Case(_read_only_out),
     "analyze: not a run folder": _plain(lambda t: ["analyze", str(t)]),
 }
@@ -350,10 +363,12 @@ CASES: dict[str, Case] = {
 
 
 def doc_rows() -> dict[str, tuple[int, str]]:
-    """``case -> (exit status, message)`` of the table in docs/bad-inputs.md."""
+    """``case -> (exit status, message)`` of the table in docs/bad-inputs.md (``\\|`` is a
+    ``|`` inside a cell, as Markdown tables spell it)."""
     rows: dict[str, tuple[int, str]] = {}
     for line in DOC.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        inner = line.strip().removeprefix("|").removesuffix("|")
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
         if len(cells) != 3 or not cells[1].isdigit():
             continue
         case, code, message = cells
@@ -387,6 +402,7 @@ def test_case(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     spec = CASES[case]
     argv = spec.argv(tmp_path, monkeypatch)
     capsys.readouterr()
+    fresh = not (tmp_path / "run").exists()
     try:
         got = main(argv)
     except SystemExit as stop:  # argparse refuses the command line
@@ -397,6 +413,8 @@ def test_case(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert "Traceback" not in err
     last = [line for line in err.splitlines() if line.startswith("pyronas")]
     assert len(last) == 1 and _shows(message, last[0]), err
+    if code == 2 and fresh:
+        _no_run_folder(tmp_path)
     if spec.after is not None:
         spec.after(tmp_path)
 
