@@ -1,0 +1,455 @@
+"""A compression run: the BayesNAS engine over groups of network weights, then physical pruning.
+
+:func:`run_compress` trains a network (:mod:`pyronas.compress.networks`) densely, then runs the
+generic type-II loop :func:`pyronas.inference.type2.run_type2` with the group-HARD prior
+(:mod:`pyronas.models.group_hard`), whose sites are the network's weight tensors: MAP epochs with
+the proximal group-lasso step, curvature of the mean loss per weight, diagonal Laplace fit,
+closed-form ARD update per output and input unit, pruning of the groups whose variance reached
+zero. The dead units are then removed physically (:func:`pyronas.compress.surgery.prune_units`)
+and the smaller network is fine-tuned briefly.
+
+A hidden unit of layer ``L`` is dead when its output group (row / filter of ``L``) or all its
+input groups in layer ``L + 1`` (columns / channels, ``in_block`` columns per filter after a
+flatten) are; the prior links the two so they die together. Input features of the first layer
+go with their column group (``prune_inputs``); the classifier keeps its outputs (the classes).
+
+Run folder::
+
+    config.yaml          the settings and run information
+    metrics.csv          one row per type-II iteration: iteration, log_evidence,
+                         train_objective, val_acc, units_<layer> (alive output units; inputs for
+                         the first layer's ``units_input``), weights_kept, seconds
+    posterior.pt         the weight posterior (format pyronas-compress-posterior/1, see
+                         :func:`posterior_dict`)
+    pruned_state.pt      state dict of the pruned, fine-tuned network
+    architecture.json    its architecture (:func:`pyronas.compress.networks.describe_network`)
+    metrics.json         dense and pruned sizes, FLOPs, test errors, wall time
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pyronas.compress.baselines import FineTune, evaluate, fine_tune
+from pyronas.compress.networks import (
+    NETWORKS,
+    PrunableLayer,
+    build_network,
+    describe_network,
+    prunable_layers,
+)
+from pyronas.compress.surgery import count_flops, count_weights, prune_units
+from pyronas.config import save_resolved_config
+from pyronas.data import check_dataset_name, load_dataset, make_loader
+from pyronas.inference import BACKENDS
+from pyronas.inference.type2 import Type2Config, Type2State, run_type2
+from pyronas.models import group_hard
+from pyronas.run_setup import SeedStreams
+from pyronas.runs import MetricsCSV, atomic_write_bytes, atomic_write_text
+from pyronas.runtime import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "POSTERIOR_FORMAT",
+    "CompressResult",
+    "CompressSettings",
+    "alive_units",
+    "posterior_dict",
+    "run_compress",
+    "weight_spec",
+]
+
+POSTERIOR_FORMAT = "pyronas-compress-posterior/1"
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """Everything a compression run reads; every choice is checked when built.
+
+    Attributes
+    ----------
+    network, dataset, data_dir, train_size, fractions
+        The network (:data:`~pyronas.compress.networks.NETWORKS`), the data set and how it is
+        split (``(train, search, val)`` shares of the official training set; ``search`` gives
+        the curvature batches).
+    seed, device, out
+        Root seed of the run's streams, ``auto`` / ``cpu`` / ``cuda``, the run folder.
+    batch_size, pretrain_epochs, lr, momentum, weight_decay
+        Dense training before the type-II loop (SGD), and the SGD of its MAP epochs.
+    t_max, epochs_per_iter, backend, curvature_batches, threshold
+        The type-II loop (:class:`~pyronas.inference.type2.Type2Config`).
+    lambda_weight, curvature_multiplier, ard_iterations, prune_inputs
+        The group-HARD prior's options; ``prune_inputs`` groups the first layer's inputs too.
+    finetune_epochs, finetune_lr
+        Fine-tuning of the pruned network.
+    max_batches
+        At most this many batches per epoch (``None``: all; small values for smoke runs).
+    """
+
+    network: str = "lenet300"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    train_size: int | None = None
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    batch_size: int = 128
+    pretrain_epochs: int = 5
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    t_max: int = 4
+    epochs_per_iter: int = 1
+    backend: str = "ggn_lean"
+    curvature_batches: int = 4
+    threshold: float = 1e-12
+    lambda_weight: float = 1e-6
+    curvature_multiplier: float = 1.0
+    ard_iterations: int = 2000
+    prune_inputs: bool = True
+    finetune_epochs: int = 2
+    finetune_lr: float = 0.01
+    max_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"unknown network {self.network!r}; choose one of "
+                             f"{', '.join(NETWORKS)}")
+        check_dataset_name(self.dataset)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown curvature backend {self.backend!r}; known: "
+                             f"{', '.join(sorted(BACKENDS))}")
+        counts = {"batch_size": self.batch_size, "t_max": self.t_max,
+                  "epochs_per_iter": self.epochs_per_iter,
+                  "curvature_batches": self.curvature_batches}
+        for name, value in counts.items():
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("pretrain_epochs", "finetune_epochs"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative integer")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ValueError(f"max_batches must be positive or None, got {self.max_batches}")
+        for name in ("lr", "lambda_weight", "curvature_multiplier", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        object.__setattr__(self, "fractions", tuple(self.fractions))
+
+    @classmethod
+    def from_mapping(cls, values: CompressSettings | Mapping[str, Any]) -> CompressSettings:
+        """Settings from a flat mapping; an unknown key names the closest valid one."""
+        if isinstance(values, CompressSettings):
+            return values
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown compression setting {key!r}{hint} (settings: "
+                                 f"{', '.join(names)})")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (``config.yaml``)."""
+        data = dataclasses.asdict(self)
+        data["fractions"] = list(self.fractions)
+        return data
+
+
+@dataclass
+class CompressResult:
+    """What :func:`run_compress` returns: the run folder, the pruned network, the metrics."""
+
+    out: Path
+    net: nn.Module
+    metrics: dict[str, Any]
+    state: Type2State
+
+
+class _Batches:
+    """Re-iterable batches of a loader moved to ``device``, at most ``limit`` per pass."""
+
+    def __init__(self, loader: Any, device: torch.device, limit: int | None) -> None:
+        self.loader, self.device, self.limit = loader, device, limit
+
+    def __len__(self) -> int:
+        return len(self.loader) if self.limit is None else min(self.limit, len(self.loader))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for i, (x, y) in enumerate(self.loader):
+            if self.limit is not None and i >= self.limit:
+                return
+            yield x.to(self.device), y.to(self.device)
+
+
+def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool = True
+                ) -> dict[str, Any]:
+    """The group-HARD options of a network: weight shapes, groupings and links.
+
+    The classifier is grouped by its inputs only, the first layer by its outputs and (with
+    ``prune_inputs``) its inputs, every other layer by both; consecutive layers are linked.
+
+    Returns
+    -------
+    dict
+        ``{"weights": {site: shape}, "groupings": {site: names}, "links": [(a, b), ...]}``
+        with ``site = f"{layer.name}.weight"``.
+    """
+    sites = [f"{layer.name}.weight" for layer in layers]
+    weights = {s: tuple(net.get_submodule(layer.name).weight.shape)
+               for s, layer in zip(sites, layers, strict=True)}
+    groupings = {s: ("out", "in") for s in sites}
+    if not prune_inputs:
+        groupings[sites[0]] = ("out",)
+    groupings[sites[-1]] = ("in",)
+    if len(sites) == 1:
+        groupings[sites[0]] = ("in",) if prune_inputs else ()
+    links = list(zip(sites[:-1], sites[1:], strict=True))
+    return {"weights": weights, "groupings": groupings, "links": links}
+
+
+def alive_units(hypers: Mapping[str, Any], layers: list[PrunableLayer]
+                ) -> tuple[dict[str, Tensor], Tensor | None]:
+    """``(alive_out, alive_in)`` for :func:`~pyronas.compress.surgery.prune_units`.
+
+    A hidden unit lives when its output group and at least one of the input groups it feeds
+    in the next layer live; ``alive_in`` are the first layer's live input groups (``None``
+    when they are not grouped).
+    """
+    alive_out = {}
+    for layer, after in zip(layers[:-1], layers[1:], strict=True):
+        own = group_hard.alive_units(hypers, f"{layer.name}.weight")["out"]
+        fed = group_hard.alive_units(hypers, f"{after.name}.weight")["in"]
+        alive_out[layer.name] = own & fed.reshape(layer.out_units, -1).any(1)
+    first = group_hard.alive_units(hypers, f"{layers[0].name}.weight")
+    return alive_out, first.get("in")
+
+
+def posterior_dict(settings: CompressSettings, state: Type2State, layers: list[PrunableLayer],
+                   history: list[dict[str, Any]], num_data: int) -> dict[str, Any]:
+    """The ``posterior.pt`` content: per site the MAP weights, Laplace variances, curvature
+    (weight shape), and the group variances, weights and alive flags per grouping."""
+    fit = state.posterior
+    assert fit is not None
+    hypers = state.hypers
+    return {
+        "format": POSTERIOR_FORMAT,
+        "network": settings.network,
+        "dataset": settings.dataset,
+        "layers": [dataclasses.asdict(layer) for layer in layers],
+        "num_data": num_data,
+        "mean": {k: v.detach().cpu() for k, v in fit.mean.items()},
+        "var": {k: v.detach().cpu() for k, v in fit.var.items()},
+        "curvature": {k: v.detach().cpu() for k, v in fit.curvature.items()},
+        "gamma_group": hypers["gamma_group"],
+        "omega": hypers["omega"],
+        "alive": {s: group_hard.alive_units(hypers, s) for s in hypers["sites"]},
+        "lambda": hypers["lambda"],
+        "history": history,
+    }
+
+
+def _units_row(hypers: Mapping[str, Any], layers: list[PrunableLayer]) -> dict[str, int]:
+    alive_out, alive_in = alive_units(hypers, layers)
+    row = {}
+    if alive_in is not None:
+        row["units_input"] = int(alive_in.sum())
+    for layer in layers[:-1]:
+        row[f"units_{layer.name}"] = int(alive_out[layer.name].sum())
+    return row
+
+
+def _copy_sites(net: nn.Module, sites: Mapping[str, Tensor]) -> None:
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, value in sites.items():
+            params[name].copy_(value)
+
+
+def _loaders(settings: CompressSettings, seeds: SeedStreams, device: torch.device
+             ) -> tuple[Any, dict[str, _Batches]]:
+    splits = load_dataset(settings.dataset, data_dir=settings.data_dir,
+                          seed=seeds.seed("splits"), train_size=settings.train_size,
+                          fractions=settings.fractions)
+    bs, limit = settings.batch_size, settings.max_batches
+
+    def batches(data: Any, stream: str | None, size: int = bs) -> _Batches:
+        seed = seeds.seed(stream) if stream else 0
+        return _Batches(make_loader(data, size, shuffle=stream is not None, seed=seed,
+                                    pin_memory=device.type == "cuda"), device, limit)
+
+    return splits, {
+        "train": batches(splits.train, "train_order"),
+        "search": batches(splits.search, "search_order"),
+        "val": batches(splits.val, None, 2 * bs),
+        "test": _Batches(make_loader(splits.test, 2 * bs, shuffle=False, seed=0), device,
+                         None if limit is None else 4 * limit),
+    }
+
+
+def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path | None = None
+                 ) -> CompressResult:
+    """Train, compress by type-II group ARD, prune physically and fine-tune one network.
+
+    Parameters
+    ----------
+    cfg
+        :class:`CompressSettings` or a flat mapping of its fields (checked before anything is
+        written).
+    out_dir
+        Run folder; default ``cfg.out`` or ``runs/compress-<time>``.
+
+    Returns
+    -------
+    CompressResult
+
+    Raises
+    ------
+    FileExistsError
+        The folder already holds a finished compression run.
+    ValueError
+        Bad settings, or the prior pruned every unit of a layer (try a smaller
+        ``lambda_weight``).
+    """
+    settings = CompressSettings.from_mapping(cfg)
+    out = Path(out_dir or settings.out or time.strftime("runs/compress-%Y%m%d-%H%M%S"))
+    if (out / "metrics.json").exists():
+        raise FileExistsError(f"{out} already holds a compression run (metrics.json); choose "
+                              "another folder (nothing was overwritten)")
+    start = time.perf_counter()
+    device = resolve_device(settings.device)
+    seeds = SeedStreams(settings.seed)
+    seed_everything(seeds.seed("torch"))
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved_config({"compress": settings.to_dict()}, out, seed=settings.seed)
+    splits, loaders = _loaders(settings, seeds, device)
+    input_shape = (splits.in_channels, splits.image_size, splits.image_size)
+    net = build_network(settings.network, *input_shape[:2], splits.num_classes).to(device)
+    layers = prunable_layers(net)
+
+    dense_budget = FineTune(settings.pretrain_epochs, settings.lr, settings.momentum,
+                            settings.weight_decay)
+    fine_tune(net, loaders["train"], dense_budget)
+    _, dense_acc = evaluate(net, loaders["test"])
+    dense_weights, dense_flops = count_weights(net), count_flops(net, input_shape)
+    log.info("dense %s: test error %.4f, %d weights", settings.network, 1 - dense_acc,
+             dense_weights)
+
+    spec = weight_spec(layers, net, settings.prune_inputs)
+    hypers = group_hard.init_hypers(
+        spec["weights"], lambda_weight=settings.lambda_weight,
+        curvature_multiplier=settings.curvature_multiplier,
+        ard_iterations=settings.ard_iterations, groupings=spec["groupings"],
+        links=spec["links"],
+    )
+    group_hard.check_weights(net, hypers)
+    params = dict(net.named_parameters())
+    sites = {s: params[s].detach().clone() for s in hypers["sites"]}
+    for s in hypers["sites"]:
+        params[s].requires_grad_(False)  # the sites stand in for them during the loop
+    metrics = MetricsCSV(out / "metrics.csv")
+    history: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any], state: Type2State) -> None:
+        _copy_sites(net, state.sites)
+        _, val_acc = evaluate(net, loaders["val"])
+        kept = sum(int(m.sum()) for m in state.masks.values())
+        metrics.append({
+            "iteration": row["iteration"], "log_evidence": row["log_evidence"],
+            "train_objective": row["objective"], "val_acc": val_acc,
+            **_units_row(state.hypers, layers), "weights_kept": kept,
+            "seconds": row["wall_time"],
+        })
+        history.append({"iteration": row["iteration"], "val_acc": val_acc,
+                        "log_evidence": row["log_evidence"], "weights_kept": kept,
+                        "gamma_group": state.hypers["gamma_group"]})
+        log.info("iteration %d: val acc %.4f, weights kept %d, units %s", row["iteration"],
+                 val_acc, kept, _units_row(state.hypers, layers))
+
+    type2 = Type2Config(
+        t_max=settings.t_max, epochs_per_iter=settings.epochs_per_iter, lr=settings.lr,
+        momentum=settings.momentum, weight_decay=settings.weight_decay,
+        backend=settings.backend, curvature_batches=settings.curvature_batches,
+        threshold=settings.threshold, progress=False,
+    )
+    num_data = len(splits.train)
+    state = run_type2(group_hard, net, sites, hypers, loaders["train"], loaders["search"],
+                      num_data, config=type2, forward=group_hard.weight_forward(net),
+                      callback=record)
+    _copy_sites(net, state.sites)
+    for s in hypers["sites"]:
+        params[s].requires_grad_(True)
+
+    alive_out, alive_in = alive_units(state.hypers, layers)
+    empty = [name for name, alive in alive_out.items() if not bool(alive.any())]
+    if alive_in is not None and not bool(alive_in.any()):
+        empty.insert(0, "input")
+    if empty:
+        raise ValueError(f"the prior pruned every unit of {', '.join(empty)} at lambda_weight="
+                         f"{settings.lambda_weight}; try a smaller lambda_weight")
+    pruned = prune_units(net, alive_out, alive_in)
+    _, pruned_acc = evaluate(pruned, loaders["test"])
+    fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
+                                                 settings.momentum))
+    _, final_acc = evaluate(pruned, loaders["test"])
+    kept_weights = count_weights(pruned)
+    seconds = time.perf_counter() - start
+    summary = {
+        "network": settings.network,
+        "dataset": settings.dataset,
+        "seed": settings.seed,
+        "units_before": _units(net, layers),
+        "units_after": _units(pruned, layers),
+        "weights_before": dense_weights,
+        "weights_kept": kept_weights,
+        "weights_removed_fraction": 1 - kept_weights / dense_weights,
+        "compression_ratio": dense_weights / kept_weights,
+        "flops_before": dense_flops,
+        "flops_after": count_flops(pruned, input_shape),
+        "test_error_before": 1 - dense_acc,
+        "test_error_pruned": 1 - pruned_acc,
+        "test_error_after": 1 - final_acc,
+        "iterations": state.iteration,
+        "wall_seconds": seconds,
+        "device": str(device),
+    }
+    _save(out, settings, state, layers, history, num_data, pruned, summary)
+    log.info("compressed %s: %s units, %.1fx fewer weights, test error %.4f -> %.4f (%.0f s)",
+             settings.network, summary["units_after"], summary["compression_ratio"],
+             summary["test_error_before"], summary["test_error_after"], seconds)
+    return CompressResult(out, pruned, summary, state)
+
+
+def _units(net: nn.Module, layers: list[PrunableLayer]) -> list[int]:
+    """Inputs of the first layer, then the output units of every layer (784-300-100-10)."""
+    weights = [net.get_submodule(layer.name).weight for layer in layers]
+    return [int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights]
+
+
+def _save(out: Path, settings: CompressSettings, state: Type2State, layers: list[PrunableLayer],
+          history: list[dict[str, Any]], num_data: int, pruned: nn.Module,
+          summary: dict[str, Any]) -> None:
+    def save_torch(obj: Any, name: str) -> None:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        atomic_write_bytes(buffer.getvalue(), out / name)
+
+    save_torch(posterior_dict(settings, state, layers, history, num_data), "posterior.pt")
+    save_torch({k: v.detach().cpu() for k, v in pruned.state_dict().items()}, "pruned_state.pt")
+    atomic_write_text(json.dumps(describe_network(pruned), indent=2) + "\n",
+                      out / "architecture.json")
+    atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "metrics.json")
