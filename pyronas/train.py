@@ -92,7 +92,13 @@ never to select a budget, a lambda or an epoch on)."""
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """The training loss became NaN or infinite, or exploded (:data:`EXPLODED_LOSS`); the last
+    good checkpoint is kept."""
+
+
+EXPLODED_LOSS = 100.0
+"""An epoch whose mean training loss is above ``EXPLODED_LOSS * log(num_classes)`` counts as
+diverged (a network that predicts uniformly scores ``log(num_classes)``)."""
 
 
 class RetrainOutOfMemoryError(MemoryError):
@@ -606,6 +612,12 @@ def _train_one_epoch(
     lr = training.optimizer.param_groups[0]["lr"]
     stats = _train_epoch(training.model, data.train, training.optimizer, training.scaler,
                          training.criterion, cfg, device, epoch)  # fmt: skip
+    chance = math.log(data.num_classes)
+    if stats["train_loss"] > EXPLODED_LOSS * chance:
+        raise NonFiniteLossError(
+            f"the training loss exploded to {stats['train_loss']:.4g} in epoch {epoch + 1} "
+            f"(chance level is {chance:.2f})"
+        )
     val_acc = float("nan")
     if epoch + 1 == epochs or (epoch + 1) % max(1, int(cfg["eval_every"])) == 0:
         val_acc = evaluate(training.model, data.val, device, cfg, cfg["max_eval_batches"])["top1"]

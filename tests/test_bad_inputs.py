@@ -208,10 +208,19 @@ def _plain(build: Callable[[Path], list[str]], after: Callable[[Path], None] | N
 
 
 def _nan_run(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
-    return _retrain(tmp, "--epochs", "3", extra="lr: 1.0e+6\ngrad_clip: 0\n")
+    return _retrain(tmp, "--epochs", "3", extra="lr: 1.0e+12\n")
 
 
-def _nan_after(tmp: Path) -> None:
+def _nothing_kept(tmp: Path) -> None:
+    assert not (tmp / "run" / "checkpoint.pt").exists()
+    assert not (tmp / "run" / "metrics.json").exists()
+
+
+def _exploding_run(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
+    return _retrain(tmp, "--epochs", "3", extra="lr: 3\ngrad_clip: 0\n")
+
+
+def _kept_epoch_1(tmp: Path) -> None:
     assert _checkpoint_epoch(tmp) == 1
     assert not (tmp / "run" / "metrics.json").exists()
     rows = (tmp / "run" / "metrics.csv").read_text(encoding="utf-8").splitlines()
@@ -344,7 +353,8 @@ CASES: dict[str, Case] = {
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),
     # runs that stop on the way
-    "retrain: learning rate that makes the loss non-finite": Case(_nan_run, _nan_after),
+    "retrain: learning rate that makes the loss non-finite": Case(_nan_run, _nothing_kept),
+    "retrain: learning rate that makes the loss explode": Case(_exploding_run, _kept_epoch_1),
     "retrain: out of memory": Case(_oom),
     "retrain: Ctrl-C": Case(_interrupt, _resume_after),
     "search: out of memory": Case(_search_raising(torch.OutOfMemoryError("CUDA out of memory"))),
