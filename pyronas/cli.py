@@ -84,6 +84,12 @@ def _retrain_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="continue the run in --out from its last checkpoint",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="delete the files of an earlier run in --out first (other files stay)",
+    )
     p.set_defaults(handler=_cmd_retrain)
 
 

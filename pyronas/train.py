@@ -63,7 +63,7 @@ from pyronas.config import (
     preset_path,
     save_resolved_config,
 )
-from pyronas.runs import RunFolderError
+from pyronas.runs import RunFolderError, find_artefacts, remove_artefacts
 from pyronas.runtime import device_name, resolve_device, seed_everything
 
 __all__ = [
@@ -431,17 +431,45 @@ class Training:
     mult_adds: int
 
 
-def _open_run_folder(out_dir: str | Path, resume: bool) -> tuple[Path, Path | None]:
-    """The run folder (created later, by the first file written) and its checkpoint (refused
-    without ``resume``)."""
+def _open_run_folder(
+    out_dir: str | Path, resume: bool, overwrite: bool = False
+) -> tuple[Path, Path | None]:
+    """The run folder (created later, by the first file written) and its checkpoint.
+
+    With ``overwrite`` the files of an earlier run are deleted first. Without ``resume`` a
+    folder holding a checkpoint is refused, and so is one holding files of a run's names that
+    pyronas did not write (no ``config.yaml`` with its ``run_info``). A retraining that stopped
+    before its first checkpoint starts over.
+    """
     out = Path(out_dir)
+    if overwrite:
+        removed = remove_artefacts(out)
+        if removed:
+            logger.info("--overwrite: deleted %s from %s", ", ".join(removed), out)
     existing = latest_checkpoint(out)
     if existing is not None and not resume:
         raise FileExistsError(
-            f"{out} already holds a checkpoint; pass resume=True (--resume) to continue it "
-            "or choose a new output folder"
+            f"{out} already holds a checkpoint; pass resume=True (--resume) to continue it, "
+            "--overwrite to start over, or choose a new output folder"
+        )
+    found = find_artefacts(out)
+    if existing is None and found and not _written_by_pyronas(out):
+        raise RunFolderError(
+            f"{out} holds {', '.join(found)}, not written by pyronas; choose a new output "
+            "folder or pass --overwrite to replace them"
         )
     return out, existing
+
+
+def _written_by_pyronas(out: Path) -> bool:
+    """Whether ``out/config.yaml`` is a resolved config that pyronas wrote (with ``run_info``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("run_info"), dict)
 
 
 def _configure_process(cfg: Mapping[str, Any]) -> torch.device:
@@ -680,7 +708,7 @@ def _final_metrics(
 
 
 def retrain(
-    cfg: Mapping[str, Any], out_dir: str | Path, resume: bool = False
+    cfg: Mapping[str, Any], out_dir: str | Path, resume: bool = False, overwrite: bool = False
 ) -> dict[str, Any]:
     """Train a genotype's evaluation network from scratch and score it on the test split.
 
@@ -694,6 +722,8 @@ def retrain(
     resume
         Continue from ``out_dir/checkpoint.pt`` (refused if its config identity differs);
         without a checkpoint the run starts from scratch.
+    overwrite
+        Delete the files of an earlier run in ``out_dir`` first (other files stay).
 
     Returns
     -------
@@ -709,12 +739,14 @@ def retrain(
         ``resume`` with a checkpoint written under another configuration.
     FileExistsError
         ``out_dir`` holds a checkpoint but ``resume`` is False.
+    pyronas.runs.RunFolderError
+        ``out_dir`` holds files of a run's names that pyronas did not write.
     """
     from pyronas.genotype import genotype_to_dict, load_genotype
 
     cfg = merge_config(RETRAIN_DEFAULTS, cfg)
     genotype = load_genotype(cfg["genotype"])
-    out, existing = _open_run_folder(out_dir, resume)
+    out, existing = _open_run_folder(out_dir, resume, overwrite)
     device = _configure_process(cfg)
     ident = identity(cfg)
     ident["genotype"] = json.dumps(genotype_to_dict(genotype), sort_keys=True)
@@ -803,10 +835,10 @@ DATASET_PRESETS: dict[str, str] = {
 
 def resolved_config(config: str | Path | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The validated config of ``pyronas retrain``: the file (or the data set's preset, see
-    :func:`run_retrain_cli`) with the command-line keys over it (``out`` and ``resume`` are not
-    config keys and are ignored here)."""
+    :func:`run_retrain_cli`) with the command-line keys over it (``out``, ``resume`` and
+    ``overwrite`` are not config keys and are ignored here)."""
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()
-                 if k not in ("out", "resume")}
+                 if k not in ("out", "resume", "overwrite")}
     if config is not None:
         return load_config(config, overrides)
     preset = DATASET_PRESETS.get(str(overrides.get("dataset", "cifar10")), "retrain_cifar10")
@@ -828,10 +860,15 @@ def run_retrain_cli(config: str | Path | None, overrides: Mapping[str, Any]) -> 
         :data:`DATASET_PRESETS`; CIFAR-10 by default), or the built-in defaults if the presets
         are not available (an installed, non-editable package).
     overrides
-        Config keys given on the command line, plus ``out`` (run folder) and ``resume``.
+        Config keys given on the command line, plus ``out`` (run folder), ``resume`` and
+        ``overwrite``.
     """
     out = overrides.get("out")
     resume = bool(overrides.get("resume", False))
+    overwrite = bool(overrides.get("overwrite", False))
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out, --overwrite replaces it: "
+                          "pass one of them")
     cfg = resolved_config(config, overrides)
     if out is None:
         label = genotype_label(cfg)
@@ -841,7 +878,7 @@ def run_retrain_cli(config: str | Path | None, overrides: Mapping[str, Any]) -> 
             f"--resume: {out} holds no checkpoint to continue from; run without --resume to "
             "start a new run there"
         )
-    metrics = retrain(cfg, out, resume=resume)
+    metrics = retrain(cfg, out, resume=resume, overwrite=overwrite)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {out}")
     return 0

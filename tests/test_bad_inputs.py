@@ -269,6 +269,24 @@ def _resume_other_classes(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
     return _retrain(tmp, *flags, "--resume", extra=extra)
 
 
+def _users_files(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
+    (tmp / "run").mkdir()
+    _write(tmp / "run" / "config.yaml", "my: notes\n")
+    _write(tmp / "run" / "metrics.csv", "date,weight\n")
+    return _retrain(tmp)
+
+
+def _users_files_kept(tmp: Path) -> None:
+    assert (tmp / "run" / "config.yaml").read_text(encoding="utf-8") == "my: notes\n"
+    assert (tmp / "run" / "metrics.csv").read_text(encoding="utf-8") == "date,weight\n"
+
+
+def _corrupt_checkpoint(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
+    (tmp / "run").mkdir()
+    (tmp / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    return _retrain(tmp, "--resume")
+
+
 def _resume_nothing(tmp: Path, _: pytest.MonkeyPatch) -> list[str]:
     return _retrain(tmp, "--resume")
 
@@ -363,6 +381,9 @@ CASES: dict[str, Case] = {
     "retrain --resume: another configuration": Case(_resume_other_config, _resume_after),
     "retrain --resume: data set with another number of classes": Case(_resume_other_classes),
     "retrain --resume: nothing to resume": Case(_resume_nothing),
+    "retrain --resume: corrupt checkpoint": Case(_corrupt_checkpoint),
+    "retrain --resume --overwrite": _plain(lambda t: _retrain(t, "--resume", "--overwrite")),
+    "retrain: --out holds files pyronas did not write": Case(_users_files, _users_files_kept),
     "retrain: read-only --out": Case(_read_only_out),
     "analyze: not a run folder": _plain(lambda t: ["analyze", str(t)]),
 }
@@ -440,3 +461,11 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     _raise_in_epoch(monkeypatch, 1, ZeroDivisionError("a bug"))
     with pytest.raises(ZeroDivisionError):
         main(_retrain(tmp_path))
+
+
+def test_overwrite_replaces_a_run_and_keeps_other_files(tmp_path: Path) -> None:
+    _finished_epoch(tmp_path)
+    _write(tmp_path / "run" / "notes.txt", "mine\n")
+    assert main(_retrain(tmp_path, "--overwrite", "--epochs", "2")) == 0
+    assert _checkpoint_epoch(tmp_path) == 2
+    assert (tmp_path / "run" / "notes.txt").read_text(encoding="utf-8") == "mine\n"
