@@ -57,6 +57,9 @@ ALLOWED = {
     "pyronas.runtime": (),
     "pyronas.ops": (),
     "pyronas.supernet": ("pyronas.ops", "pyronas.space"),
+    "pyronas.compress.networks": ("pyronas.compress",),
+    "pyronas.compress.surgery": ("pyronas.compress",),
+    "pyronas.compress.baselines": ("pyronas.compress",),
 }
 
 # module prefix -> pyronas packages its modules must never import
