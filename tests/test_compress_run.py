@@ -1,0 +1,104 @@
+"""Compression runs end to end (tiny: digits, a few batches) and their bad inputs.
+
+A run's Laplace fit takes the prior precision by one backward pass per weight (the engine's
+``joint_terms``), a minute or more for the larger networks on two CPU cores: only the LeNet-300
+smoke run is in the default suite, the other networks run with ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+import torch
+
+from pyronas.compress.cli import add_compress_parser, compress_overrides
+from pyronas.compress.networks import NETWORKS, network_from_description
+from pyronas.compress.run import POSTERIOR_FORMAT, CompressSettings, run_compress
+
+SMOKE = {"dataset": "digits", "device": "cpu", "batch_size": 32, "max_batches": 3,
+         "pretrain_epochs": 1, "t_max": 1, "finetune_epochs": 1, "curvature_batches": 1,
+         "lambda_weight": 1e-9}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "network", [n if n == "lenet300" else pytest.param(n, marks=pytest.mark.slow)
+                for n in NETWORKS]
+)
+def test_smoke_run_writes_a_run_folder(network: str, tmp_path) -> None:
+    out = tmp_path / network
+    result = run_compress({**SMOKE, "network": network}, out)
+    for name in ("config.yaml", "metrics.csv", "posterior.pt", "pruned_state.pt",
+                 "architecture.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics.keys() == result.metrics.keys()
+    assert metrics["weights_kept"] == result.metrics["weights_kept"]
+    assert metrics["network"] == network and metrics["iterations"] == 1
+    assert metrics["weights_kept"] <= metrics["weights_before"]
+    assert metrics["compression_ratio"] == pytest.approx(
+        metrics["weights_before"] / metrics["weights_kept"])
+    assert all(a <= b for a, b in zip(metrics["units_after"], metrics["units_before"],
+                                      strict=True))
+    assert metrics["units_after"][-1] == metrics["units_before"][-1] == 10  # the classes
+    assert 0.0 <= metrics["test_error_after"] <= 1.0
+
+    with (out / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["iteration"]) for r in rows] == [1]
+    assert {"log_evidence", "val_acc", "weights_kept", "units_input"} <= set(rows[0])
+
+    posterior = torch.load(out / "posterior.pt", weights_only=False)
+    assert posterior["format"] == POSTERIOR_FORMAT
+    first = posterior["layers"][0]["name"] + ".weight"
+    assert posterior["mean"][first].shape == posterior["curvature"][first].shape
+
+    # the saved architecture and state dict rebuild the pruned network
+    rebuilt = network_from_description(json.loads((out / "architecture.json").read_text()))
+    rebuilt.load_state_dict(torch.load(out / "pruned_state.pt"))
+    x = torch.randn(4, 1, 8, 8)
+    result.net.eval()
+    rebuilt.eval()
+    torch.testing.assert_close(rebuilt(x), result.net(x))
+
+
+def test_unknown_network_names_the_valid_ones(tmp_path) -> None:
+    with pytest.raises(ValueError, match="lenet300, lenet5, vgg_small"):
+        run_compress({**SMOKE, "network": "resnet50"}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path) -> None:
+    with pytest.raises(ValueError, match="did you mean 'lambda_weight'"):
+        run_compress({"lambda_weigth": 1e-6}, tmp_path / "run")
+    with pytest.raises(ValueError, match="unknown curvature backend"):
+        CompressSettings(backend="hutchinson")
+    with pytest.raises(ValueError, match="t_max"):
+        CompressSettings(t_max=0)
+    with pytest.raises(ValueError, match="dataset"):
+        CompressSettings(dataset="mnist-9")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="already holds"):
+        run_compress({**SMOKE, "network": "lenet300"}, out)
+
+
+def test_cli_flags_map_to_settings() -> None:
+    parser = argparse.ArgumentParser()
+    add_compress_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compress", "--network", "lenet5", "--dataset", "fashion-mnist",
+                              "--lambda-weight", "1e-5", "--no-prune-inputs", "--t-max", "2"])
+    overrides = compress_overrides(args)
+    assert overrides == {"network": "lenet5", "dataset": "fashion-mnist", "lambda_weight": 1e-5,
+                         "prune_inputs": False, "t_max": 2}
+    settings = CompressSettings.from_mapping(overrides)
+    assert settings.network == "lenet5" and settings.prune_inputs is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compress", "--network", "resnet50"])
