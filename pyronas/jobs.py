@@ -67,10 +67,13 @@ def retrain_job(genotype: str, preset: str, overrides: dict[str, Any], out: str)
 def search_job(overrides: dict[str, Any]) -> Path:
     """Run one search (any strategy) into ``overrides['out']``; returns its ``genotype.json``.
 
-    ``overrides``: flat or nested settings (:mod:`pyronas.settings`). Skipped when the genotype
-    exists; a BayesNAS search resumes from its checkpoint.
+    ``overrides``: flat or nested settings (:mod:`pyronas.settings`). Skipped when the search
+    finished (``metrics.json`` and ``genotype.json`` exist); resumed when its run folder holds a
+    ``run.json`` (every strategy checkpoints, and one stopped before its first checkpoint starts
+    over); any other files that a search writes are replaced.
     """
     from pyronas.dispatch import run_strategy
+    from pyronas.runs import RUN_FILE
     from pyronas.settings import load_search_settings
 
     settings = load_search_settings(None, overrides)
@@ -78,27 +81,10 @@ def search_job(overrides: dict[str, Any]) -> Path:
         raise ValueError("search_job needs a run folder: set out")
     out_dir = Path(settings.run.out)
     genotype_path = out_dir / "genotype.json"
-    if genotype_path.exists():
+    if genotype_path.exists() and (out_dir / "metrics.json").exists():
         return genotype_path
-    resume = (out_dir / "checkpoint.pt").exists() and settings.strategy.name == "bayesnas"
-    if out_dir.exists() and not resume:
-        # an unfinished baseline search restarts from scratch
-        for child in out_dir.iterdir():
-            if child.is_file():
-                child.unlink()
-    run = dataclasses.replace(settings.run, progress=False, resume=resume)
-    run_strategy(dataclasses.replace(settings, run=run), out_dir)
-    return genotype_path
-    resume = (out_dir / "checkpoint.pt").exists() and overrides.get("strategy", "bayesnas") == (
-        "bayesnas"
-    )
-    if out_dir.exists() and not resume:
-        # an unfinished baseline search restarts from scratch
-        for child in out_dir.iterdir():
-            if child.is_file():
-                child.unlink()
-    settings = load_search_settings(None, overrides)
-    run = dataclasses.replace(settings.run, progress=False, resume=resume)
+    resume = (out_dir / RUN_FILE).exists()
+    run = dataclasses.replace(settings.run, progress=False, resume=resume, overwrite=not resume)
     run_strategy(dataclasses.replace(settings, run=run), out_dir)
     return genotype_path
 

@@ -250,6 +250,9 @@ def claim_run_folder(settings: SearchSettings, out: Path, strategy: str) -> bool
         does not exist or holds a run of another strategy or settings.
     """
     resolve_device(settings.run.device)  # a bad device fails before anything is written
+    if settings.run.resume and settings.run.overwrite:
+        raise RunFolderError("--resume continues the run in --out and --overwrite replaces it: "
+                             "pass one of them")
     out = Path(out)
     run = read_run_file(out) if out.is_dir() else None
     found = find_artefacts(out)

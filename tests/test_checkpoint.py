@@ -67,3 +67,16 @@ def test_config_hash_depends_on_identity_keys_only() -> None:
     assert h == ck.config_hash(dict(reversed(list(cfg.items()))))
     assert h == ck.config_hash({**cfg, "device": "cuda", "progress": False})
     assert h != ck.config_hash({**cfg, "lr": 2})
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04truncated"])
+def test_a_corrupt_checkpoint_is_named_without_torch_internals(tmp_path: Path, content) -> None:
+    path = tmp_path / "checkpoint.pt"
+    ck.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    whole = path.read_bytes()
+    path.write_bytes(content or whole[: len(whole) // 2])
+    with pytest.raises(ck.CheckpointError, match="checkpoint.pt cannot be read: it is truncated "
+                       "or corrupt.*--overwrite") as info:
+        ck.load_checkpoint(path)
+    assert "file an issue" not in str(info.value)
+    assert isinstance(info.value, ValueError)  # the command line reports it as bad input

@@ -29,7 +29,7 @@ TINY = {
     "channels": 4,
     "layers": 3,
     "batch_size": 50,
-    "t_max": 3,
+    "t_max": 2,
     "curvature_batches": 1,
     "bn_batches": 1,
     "posterior_draws": 3,
@@ -141,7 +141,7 @@ def test_search_killed_at_several_points_resumes_to_the_same_result(reference, t
     # while writing the result files: nothing of them is in the run folder yet
     assert _run(out, "draw:1", resume=True) == -signal.SIGKILL
     assert not (out / "genotype.json").exists() and not (out / "metrics.json").exists()
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["type2"]["iteration"] == 3
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["type2"]["iteration"] == 2
     # the search stopped after its last checkpoint: --resume only writes the results
     assert _run(out, resume=True) == 0
     _assert_same_result(out, reference)
@@ -152,8 +152,8 @@ def test_search_killed_at_several_points_resumes_to_the_same_result(reference, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", ["map:1", "map:2", "map:6", "curvature:2", "curvature:3", "save:3",
-                                  "save:4", "draw:1"])
+@pytest.mark.parametrize("kill", ["map:1", "map:2", "map:4", "curvature:1", "curvature:2",
+                                  "save:2", "save:3", "draw:1"])
 def test_search_killed_once_resumes_to_the_same_result(reference, tmp_path, kill):
     out = tmp_path / "run"
     assert _run(out, kill) == -signal.SIGKILL
@@ -231,6 +231,8 @@ def test_resume_names_what_is_wrong_with_the_folder(tmp_path):
         claim_run_folder(_settings(out, resume=True), out, "darts1")
     with pytest.raises(RunFolderError, match="bayesnas search run, not finished.*--overwrite"):
         claim_run_folder(_settings(out), out, "bayesnas")
+    with pytest.raises(RunFolderError, match="pass one of them"):
+        claim_run_folder(_settings(out, resume=True, overwrite=True), out, "bayesnas")
     # more iterations, another device or thread count continue the same run
     claim_run_folder(_settings(out, resume=True, t_max=9, num_threads=2), out, "bayesnas")
 
