@@ -14,6 +14,7 @@ from torch import nn
 from pyronas.inference.ard_update import ard_fixed_point
 from pyronas.inference.curvature import diagonal_curvature
 from pyronas.inference.diagonal_laplace import DiagonalLaplace
+from pyronas.inference.evidence import joint_terms
 from pyronas.inference.grouped_ard import (
     Grouping,
     crossed_ard_fixed_point,
@@ -108,6 +109,11 @@ def test_trace_sites_plates_and_log_joint(kind: str) -> None:
     log_lik = dist.Categorical(logits=logits).log_prob(y).sum() * NUM_DATA / len(x)
     torch.testing.assert_close(trace.log_prob_sum(), expected_prior + log_lik, **TIGHT)
     assert trace.nodes["obs"]["scale"] == pytest.approx(NUM_DATA / len(x))
+    # the closed-form prior precision is what the engine takes by autograd
+    terms = joint_terms(group_hard, net, [(x, y)], values, hypers, NUM_DATA)
+    closed = group_hard.prior_precision(values, hypers)
+    for site in values:
+        torch.testing.assert_close(closed[site], terms.prior_precision[site], **TIGHT)
     # the classifier has one grouping: its weights take the input unit's variance
     in_var = hypers["gamma_group"][last]["in"]
     torch.testing.assert_close(hypers["gamma"][last], in_var.expand_as(weights[last]), **TIGHT)
