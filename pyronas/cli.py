@@ -287,35 +287,27 @@ def _out_of_memory_message(args: argparse.Namespace) -> str:
     return f"out of memory at batch size {size}: try --batch-size {max(1, size // 2)}"
 
 
-def _report(err: BaseException, args: argparse.Namespace) -> int:
-    """Print one line for an error a user can cause and return the exit status; re-raise any
+def _explain(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | None:
+    """The exit status and the one line to print for an error a user can cause; None for any
     other error (a bug: its traceback is wanted)."""
     from pyronas.search import SearchFailed
     from pyronas.train import is_out_of_memory
 
-    if args.verbose:
-        traceback.print_exception(err, file=sys.stderr)
     if isinstance(err, KeyboardInterrupt):
         resumable = args.command in ("search", "retrain")
         hint = "; rerun the same command with --resume to continue" if resumable else ""
-        print(f"pyronas: interrupted{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, f"pyronas: interrupted{hint}"
     if isinstance(err, SearchFailed):
         # The search ran but its result would mean nothing: say why, keep the run folder.
-        print(f"pyronas: search failed: {err}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        return EXIT_RUN_FAILED, f"pyronas: search failed: {err}"
     if isinstance(err, FloatingPointError):
-        print(f"pyronas: error: {err}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        return EXIT_RUN_FAILED, f"pyronas: error: {err}"
     if is_out_of_memory(err):
-        text = str(err) if isinstance(err, MemoryError) and str(err) else (
-            _out_of_memory_message(args))
-        print(f"pyronas: error: {text}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        own = isinstance(err, MemoryError) and str(err)
+        return EXIT_RUN_FAILED, f"pyronas: error: {err if own else _out_of_memory_message(args)}"
     if isinstance(err, _bad_input_types()):
-        print(f"pyronas: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    raise err
+        return EXIT_BAD_INPUT, f"pyronas: error: {_one_line(err)}"
+    return None
 
 
 def _one_line(err: BaseException) -> str:
@@ -346,7 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (Exception, KeyboardInterrupt) as err:
-        return _report(err, args)
+        explained = _explain(err, args)
+        if explained is None:
+            raise
+        if args.verbose:
+            traceback.print_exception(err, file=sys.stderr)
+        code, line = explained
+        print(line, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
