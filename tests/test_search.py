@@ -69,7 +69,8 @@ def test_same_seed_gives_the_same_genotype(tiny_run, tmp_path):
 
 def test_existing_run_is_not_overwritten(tiny_run):
     cfg = resolve_search_config(None, {**TINY, "out": str(tiny_run.out_dir)})
-    with pytest.raises(RunFolderError, match="bayesnas search run, finished.*--resume.*--overwrite"):
+    with pytest.raises(RunFolderError, match="bayesnas search run, finished.*--resume.*"
+                       "--overwrite"):
         run_search(cfg)
 
 
