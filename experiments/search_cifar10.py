@@ -107,15 +107,15 @@ def is_finished(run_dir: Path) -> bool:
 
 def run_one(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Run (or resume) one search into ``run_dir``; return its summary (see :func:`summary`)."""
+    resume = (run_dir / "run.json").is_file()
+    if resume:
+        log.info("resuming the interrupted search in %s", run_dir)
     if cfg["strategy"] == "bayesnas":
-        resume = (run_dir / "checkpoint.pt").is_file()
-        if resume:
-            log.info("resuming the interrupted search in %s", run_dir)
         run_search({**cfg, "out": str(run_dir), "resume": resume}, run_dir)
     else:
         from pyronas.strategies import STRATEGIES
 
-        STRATEGIES[cfg["strategy"]]({**cfg, "out": str(run_dir)}, run_dir)
+        STRATEGIES[cfg["strategy"]]({**cfg, "out": str(run_dir), "resume": resume}, run_dir)
     return summary(run_dir)
 
 

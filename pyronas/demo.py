@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seed": args.seed,
                 "progress": args.progress,
                 "out": str(search_dir),
-                "resume": (search_dir / "checkpoint.pt").exists(),
+                "resume": (search_dir / "run.json").exists(),
             },
         )
         run_search(cfg)
