@@ -146,8 +146,12 @@ def joint_terms(
             log_liks.append(log_lik if create_graph else log_lik.detach())
             if i == 0:
                 log_prior = trace_log_prior(trace, leaves)
-                curv = hessian_diagonal(log_prior, leaves, create_graph=create_graph)
-                prior_precision = {k: -v for k, v in curv.items()}
+                closed_form = getattr(model, "prior_precision", None)
+                if closed_form is not None:  # many sites: one backward pass per element is slow
+                    prior_precision = dict(closed_form(leaves, hypers))
+                else:
+                    curv = hessian_diagonal(log_prior, leaves, create_graph=create_graph)
+                    prior_precision = {k: -v for k, v in curv.items()}
                 if not create_graph:
                     log_prior = log_prior.detach()
                     prior_precision = {k: v.detach() for k, v in prior_precision.items()}

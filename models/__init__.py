@@ -55,6 +55,7 @@ __all__ = [
     "REQUIRED",
     "OPTIONAL",
     "SHARED_MODULES",
+    "WEIGHT_PRIORS",
 ]
 
 REQUIRED: tuple[str, ...] = ("init_hypers", "model")
@@ -66,12 +67,17 @@ OPTIONAL: tuple[str, ...] = (
     "map_proximal",
     "effective_gamma",
     "site_gamma",
+    "prior_precision",
 )
 """Functions a prior file may define; they must be callable when present. ``SITES``,
 ``site_gamma`` and ``effective_gamma`` default to :data:`pyronas.models.common.DEFAULTS`."""
 
 SHARED_MODULES: frozenset[str] = frozenset({"common"})
 """Modules in this folder that are not priors (the shared building blocks)."""
+
+WEIGHT_PRIORS: frozenset[str] = frozenset({"group_hard"})
+"""Priors over network weights (network compression, :mod:`pyronas.compress`), not over the
+architecture switches: imported directly, not listed by :func:`list_priors`."""
 
 NOT_OPTIONS: tuple[str, ...] = ("space", "cell_type_index")
 """Parameters of ``init_hypers`` that are not options of the prior."""
@@ -84,7 +90,7 @@ def list_priors() -> list[str]:
     return sorted(
         p.stem
         for p in _HERE.glob("*.py")
-        if not p.stem.startswith("_") and p.stem not in SHARED_MODULES
+        if not p.stem.startswith("_") and p.stem not in SHARED_MODULES | WEIGHT_PRIORS
     )
 
 

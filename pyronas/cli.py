@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_info_parser(sub)
     _genotype_parser(sub)
     _analyze_parser(sub)
+    from pyronas.compress.cli import add_compress_parser
+
+    add_compress_parser(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ from pyronas.space import get_space
 MODELS_DIR = Path(models.__file__).resolve().parent
 PRIOR_FILES = sorted(
     p for p in MODELS_DIR.glob("*.py")
-    if not p.stem.startswith("_") and p.stem not in models.SHARED_MODULES
+    if not p.stem.startswith("_") and p.stem not in models.SHARED_MODULES | models.WEIGHT_PRIORS
 )
 NUM_DATA = 50
 BATCH = 5
