@@ -474,8 +474,6 @@ def save_resolved_config(
         "command": shlex.join(str(a) for a in argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = run_dir / CONFIG_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from pyronas.runs import atomic_write_text
+
+    return atomic_write_text(yaml.safe_dump(data, sort_keys=False), run_dir / CONFIG_FILE)

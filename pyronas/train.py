@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -63,7 +64,7 @@ from pyronas.config import (
     preset_path,
     save_resolved_config,
 )
-from pyronas.runs import RunFolderError, find_artefacts, remove_artefacts
+from pyronas.runs import RunFolderError, atomic_write_text, find_artefacts, remove_artefacts
 from pyronas.runtime import device_name, resolve_device, seed_everything
 
 __all__ = [
@@ -379,12 +380,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _write_csv_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=METRICS_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(text.getvalue(), path)
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, Any]]:
@@ -795,9 +795,7 @@ def retrain(
     test = evaluate(training.model, data.test, device, cfg, cfg["max_eval_batches"])
     elapsed += time.perf_counter() - t0
     metrics = _final_metrics(cfg, test, training, data, device, elapsed, rows, val_acc, ident)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
     logger.info("test error %.2f%% (%s)", metrics["test_error"], out)
     return metrics
 
