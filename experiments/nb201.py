@@ -67,6 +67,11 @@ SEARCH: dict[str, dict[str, Any]] = {
 positions) on a training subset, ``epochs`` passes over the training split for every strategy
 (BayesNAS: that many type-II iterations of one MAP epoch)."""
 
+CPU_BUDGET: dict[str, Any] = {"train_size": 5000, "image_size": 16, "channels": 8, "layers": 8,
+                               "batch_size": 64, "epochs": 10}
+"""``--budget cpu``: a skeleton small enough for a CPU (C=8, 3 stages of 2 cells, 8 positions;
+about 1-2 minutes per search on 2 cores), the same for every strategy."""
+
 SMOKE: dict[str, Any] = {"train_size": 100, "channels": 4, "layers": 3, "batch_size": 25,
                          "epochs": 1, "curvature_batches": 1, "bn_batches": 1,
                          "posterior_draws": 2, "num_candidates": 2, "lambda_edge": 0.001,
@@ -107,7 +112,12 @@ def resolve_dataset(args: argparse.Namespace) -> str:
 
 def budget(args: argparse.Namespace) -> dict[str, Any]:
     """The search budget of this run: the smoke sizes or :data:`SEARCH`, with the overrides."""
-    base = dict(SMOKE) if args.smoke else dict(SEARCH.get(args.dataset, SEARCH["fashion-mnist"]))
+    if args.smoke:
+        base = dict(SMOKE)
+    elif args.budget == "cpu":
+        base = dict(CPU_BUDGET)
+    else:
+        base = dict(SEARCH.get(args.dataset, SEARCH["fashion-mnist"]))
     if args.dataset == "digits":
         base.pop("image_size", None)  # digits keeps its native 8x8 images
     if args.epochs is not None:
@@ -256,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
                    help="passes over the training split per search (default: the budget's)")
     p.add_argument("--train-size", dest="train_size", type=int, default=None,
                    help="training images of the search (default: the budget's)")
+    p.add_argument("--budget", choices=["full", "cpu"], default="full",
+                   help="full: the NAS-Bench-201 skeleton (C=16, 17 positions); cpu: C=8, "
+                   "8 positions, 5,000 images")
     p.add_argument("--out", type=Path, default=Path("runs/nb201"))
     p.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
     p.add_argument("--workers", type=int, default=1, help="searches run at once")

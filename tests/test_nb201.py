@@ -595,3 +595,15 @@ def test_nb201_experiment_picks_cifar10_when_present(tmp_path):
         experiment.parser().parse_args(["--dataset", "cifar10", "--seeds", "1"]), "darts2", 1)
     assert overrides["space"] == "nb201" and overrides["strategy"] == "darts2"
     assert overrides["search_epochs"] == overrides["t_max"] == 10 and overrides["layers"] == 17
+
+
+def test_nb201_experiment_cpu_budget():
+    experiment = _experiment("nb201")
+    args = experiment.parser().parse_args(["--dataset", "fashion-mnist", "--budget", "cpu",
+                                           "--epochs", "4"])
+    overrides = experiment.search_overrides(args, "bayesnas-hard", 0)
+    assert (overrides["channels"], overrides["layers"], overrides["train_size"]) == (8, 8, 5000)
+    assert overrides["t_max"] == overrides["search_epochs"] == 4
+    full = experiment.search_overrides(
+        experiment.parser().parse_args(["--dataset", "fashion-mnist"]), "darts1", 0)
+    assert (full["channels"], full["layers"]) == (16, 17)
