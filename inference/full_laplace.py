@@ -375,6 +375,43 @@ class FullLaplace:
         )
 
 
+    def marginal_fit(self) -> DiagonalLaplace:
+        """A diagonal posterior with this posterior's MARGINAL variances ``(P^-1)_ii``.
+
+        Its curvature is the one that gives those variances in the diagonal formula,
+        ``((P^-1)_ii^-1 - prior_precision_i) / num_data`` (non-negative, since
+        ``P^-1 <= diag(prior_precision)^-1``). A closed-form hyperparameter update written for
+        the diagonal fit (it reads ``mean``, ``var`` or ``curvature``) then uses the full
+        covariance's marginals: for ARD this is MacKay's update with ``Sigma_ii`` of the full
+        posterior. Correlations between sites are not kept (use :meth:`sample` for joint draws).
+        """
+        var = self.var
+        curvature = {
+            k: ((1.0 / v - self.prior_precision[k]) / self.num_data).clamp_min(0.0)
+            for k, v in var.items()
+        }
+        prior_var = {k: 1.0 / p for k, p in self.prior_precision.items()}
+        return DiagonalLaplace(mean=dict(self.mean), var=var, curvature=curvature,
+                               num_data=self.num_data, prior_var=prior_var)
+
+
+def leading_index_groups(sites: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Group id per site element = its index along the site's first dimension.
+
+    With :func:`ggn_matrix` (``groups=``) this keeps the blocks of elements that share a leading
+    index across all sites (for sites shaped ``(groups, ...)``: one block per group) and zeroes
+    the entries between different leading indices. 0-d sites are all in group 0.
+    """
+    out = {}
+    for k, v in sites.items():
+        if v.dim() == 0:
+            out[k] = torch.zeros((), dtype=torch.long)
+        else:
+            shape = (v.shape[0],) + (1,) * (v.dim() - 1)
+            out[k] = torch.arange(v.shape[0]).reshape(shape).expand(v.shape).clone()
+    return out
+
+
 def fit_full_laplace(
     mean: Mapping[str, Tensor],
     ggn: Tensor,

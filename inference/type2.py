@@ -49,11 +49,16 @@ from .evidence import (
     trace_log_prior,
     trace_model,
 )
+from .full_laplace import fit_full_laplace, ggn_matrix, leading_index_groups
 
 logger = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor]
 Callback = Callable[[dict[str, Any], "Type2State"], None]
+
+
+LAPLACE_FORMS = ("diag", "full", "block")
+"""The forms of the Laplace posterior :class:`Type2Config` accepts."""
 
 
 @dataclass
@@ -99,6 +104,13 @@ class Type2Config:
     proximal : bool
         When the model file defines ``map_proximal(sites, hypers, step)``, apply the penalty by
         a proximal step after each SGD step (exact zeros) instead of its subgradient.
+    laplace : {"diag", "full", "block"}
+        The Laplace posterior of every iteration. ``"diag"``: the diagonal of the curvature
+        (any backend). ``"full"``: the (D, D) GGN matrix over all site elements
+        (:func:`~pyronas.inference.full_laplace.ggn_matrix`; ``backend`` is then not used), the
+        log evidence with the log-determinant of the full precision, and hyperparameter updates
+        from the full posterior's marginal variances (:meth:`FullLaplace.marginal_fit`).
+        ``"block"``: as ``"full"`` with the GGN block-diagonal over the sites' leading index.
     """
 
     t_max: int = 6
@@ -122,12 +134,16 @@ class Type2Config:
     hyper_steps: int = 50
     progress: bool = True
     proximal: bool = True
+    laplace: str = "diag"
 
     def __post_init__(self) -> None:
         if self.schedule not in ("paper", "released"):
             raise ValueError(f"schedule must be 'paper' or 'released', got {self.schedule!r}")
         if self.t_max < 0 or self.epochs_per_iter < 1 or self.curvature_batches < 1:
             raise ValueError("t_max >= 0, epochs_per_iter >= 1 and curvature_batches >= 1")
+        if self.laplace not in LAPLACE_FORMS:
+            raise ValueError(f"laplace must be one of {', '.join(LAPLACE_FORMS)}, "
+                             f"got {self.laplace!r}")
         if not 0.0 < self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
 
@@ -382,6 +398,25 @@ def default_forward(net: Any, site_names: Iterable[str]) -> ForwardFn:
     return forward
 
 
+def _full_posterior(
+    model: Any, net: Any, module: nn.Module | None, forward: ForwardFn, state: Type2State,
+    held_out: list[Batch], mean: dict[str, Tensor], num_data: int, cfg: Type2Config,
+) -> tuple[DiagonalLaplace, float]:
+    """Full (or block-diagonal) Laplace fit: its marginal diagonal form and its log evidence."""
+    groups = leading_index_groups(state.sites) if cfg.laplace == "block" else None
+    if cfg.curvature_reduction != "mean":
+        raise ValueError("laplace 'full' / 'block' use the mean-loss GGN: "
+                         "curvature_reduction must be 'mean'")
+    ggn = ggn_matrix(forward, state.sites, held_out, cfg.likelihood, cfg.noise_std, module,
+                     groups=groups)
+    with eval_mode(module):
+        terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
+    prior_precision = {k: torch.as_tensor(p).detach() for k, p in terms.prior_precision.items()}
+    full = fit_full_laplace(mean, ggn, num_data, prior_precision)
+    evidence = float(full.log_evidence(terms.log_lik.detach(), terms.log_prior.detach()))
+    return full.marginal_fit(), evidence
+
+
 def _num_batches(loader: Iterable[Batch]) -> int:
     try:
         return len(loader)  # type: ignore[arg-type]
@@ -495,16 +530,23 @@ def run_type2(
         if before_curvature is not None:
             before_curvature(state)
         held_out = list(itertools.islice(curvature_loader, cfg.curvature_batches))
-        curvature = diagonal_curvature(
-            forward, state.sites, held_out, likelihood=cfg.likelihood, backend=cfg.backend,
-            noise_std=cfg.noise_std, module=module, reduction=cfg.curvature_reduction,
-            **cfg.curvature_options,
-        )
-        with eval_mode(module):
-            terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
         mean = {k: v.detach().clone() for k, v in state.sites.items()}
-        state.posterior = fit_diagonal_laplace(mean, curvature, num_data, terms.prior_precision)
-        evidence = float(log_evidence(terms.log_lik, terms.log_prior, state.posterior.precision))
+        if cfg.laplace == "diag":
+            curvature = diagonal_curvature(
+                forward, state.sites, held_out, likelihood=cfg.likelihood, backend=cfg.backend,
+                noise_std=cfg.noise_std, module=module, reduction=cfg.curvature_reduction,
+                **cfg.curvature_options,
+            )
+            with eval_mode(module):
+                terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
+            state.posterior = fit_diagonal_laplace(mean, curvature, num_data,
+                                                   terms.prior_precision)
+            evidence = float(log_evidence(terms.log_lik, terms.log_prior,
+                                          state.posterior.precision))
+        else:
+            state.posterior, evidence = _full_posterior(model, net, module, forward, state,
+                                                        held_out, mean, num_data, cfg)
+            curvature = state.posterior.curvature
 
         update = getattr(model, "update_hypers", None)
         if update is not None:
@@ -544,6 +586,7 @@ def run_type2(
 
 
 __all__ = [
+    "LAPLACE_FORMS",
     "Type2Config",
     "Type2State",
     "default_forward",

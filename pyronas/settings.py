@@ -158,6 +158,11 @@ class Type2Settings:
     curvature_batches: int = option(
         _engine_default("curvature_batches"), "held-out batches the curvature is averaged over",
         positive=True, engine="curvature_batches")
+    laplace: str = option(
+        _engine_default("laplace"), "Laplace posterior over the switches: diag (diagonal of the "
+        "curvature), full (full GGN matrix, evidence with its log-determinant, updates from "
+        "its marginal variances) or block (block-diagonal per cell type)",
+        choices=("diag", "full", "block"), engine="laplace")
     threshold: float | None = option(
         _engine_default("threshold"), "prune a switch when its prior variance gamma falls "
         "below this", minimum=0.0, engine="threshold")
