@@ -704,4 +704,6 @@ def _write_extras(
         )
         save_arviz(idata, dest / "posterior.nc")
     except Exception as err:
-        log.warning("could not write posterior.nc: %s", err)
+        # the first line only: a distribution's validation error prints whole tensors
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("could not write posterior.nc (%s): %s", type(err).__name__, first[:300])
