@@ -159,3 +159,15 @@ def test_a_search_stopped_after_its_last_checkpoint_can_be_finished(tmp_path):
     again = _search(tmp_path, "r", t_max=1, resume=True)
     assert again.genotype == first.genotype
     assert (again.out_dir / "genotype.json").exists() and (again.out_dir / "posterior.pt").exists()
+
+
+@pytest.mark.parametrize("laplace", ["full", "block"])
+def test_full_and_block_laplace_run_a_search(tmp_path, laplace):
+    result = _search(tmp_path, laplace, laplace=laplace, t_max=2, train_size=200,
+                     lambda_edge=1e-4, lambda_op=1e-4)
+    validate(result.genotype)
+    rows = list(csv.DictReader((result.out_dir / "metrics.csv").open()))
+    assert len(rows) == 2
+    assert all(torch.isfinite(torch.tensor(float(r["log_evidence"]))) for r in rows)
+    config = (result.out_dir / "config.yaml").read_text()
+    assert f"laplace: {laplace}" in config
