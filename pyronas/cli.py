@@ -73,6 +73,13 @@ def _retrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--genotype", help="bundled name (DARTS_V2, BAYESNAS_0.01, ...) or a JSON file")
     p.add_argument("--dataset", help="digits, fashion-mnist, cifar10 or imagenet")
     p.add_argument("--data-dir", dest="data_dir", help="folder holding the data set files")
+    p.add_argument("--network", choices=["cifar", "imagenet", "pyramidnet"],
+                   help="evaluation network: the DARTS cifar / imagenet ones for cell genotypes, "
+                   "pyramidnet for tree genotypes (TreeCell-A, a proxyless search's)")
+    p.add_argument("--pyramid-depth", dest="pyramid_depth", type=int,
+                   help="pyramidnet depth, 6 n + 2 (110 in the paper)")
+    p.add_argument("--pyramid-alpha", dest="pyramid_alpha", type=float,
+                   help="pyramidnet widening (84 in the paper)")
     p.add_argument("--epochs", type=int, help="training epochs (preset otherwise)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="minibatch size")
     p.add_argument("--seed", type=int, help="random seed")
@@ -145,6 +152,9 @@ def _genotype_parser(sub: argparse._SubParsersAction) -> None:
     show.add_argument(
         "--format", dest="fmt", default="png", choices=["png", "svg"], help="image format"
     )
+    show.add_argument("--block", type=int, default=None,
+                      help="tree genotypes: draw this block's tree only (default: every "
+                      "distinct tree)")
     show.set_defaults(handler=_cmd_genotype_show)
     lst = gsub.add_parser("list", help="list the bundled genotypes")
     lst.set_defaults(handler=_cmd_genotype_list)
@@ -212,7 +222,14 @@ def _cmd_model_info(args: argparse.Namespace) -> int:
 
 def _cmd_genotype_show(args: argparse.Namespace) -> int:
     from pyronas.diagram import show_genotype
+    from pyronas.proxyless.draw import is_tree_genotype, show_tree_genotype
 
+    if is_tree_genotype(args.genotype):
+        text, paths = show_tree_genotype(args.genotype, args.out, block=args.block, fmt=args.fmt)
+        print(text)
+        for path in paths:
+            print(f"wrote {path}")
+        return 0
     group = {"auto": None, "yes": True, "no": False}[args.group]
     text, paths = show_genotype(
         args.genotype,

@@ -81,7 +81,9 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.0,  # >0: hold out this share of train for val_acc; 0: val_acc on test
     # network
     "genotype": "DARTS_V2",  # bundled name or path to a genotype JSON
-    "network": "cifar",  # cifar | imagenet
+    "network": "cifar",  # cifar | imagenet | pyramidnet (tree genotype, proxyless)
+    "pyramid_depth": 110,  # network pyramidnet: depth 6 n + 2 (3 stages of n blocks)
+    "pyramid_alpha": 84.0,  # network pyramidnet: widening over all blocks
     "C": 36,
     "layers": 20,
     "stem_multiplier": 3,
@@ -126,7 +128,7 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
 
 RETRAIN_CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset": DATASETS,
-    "network": ("cifar", "imagenet"),
+    "network": ("cifar", "imagenet", "pyramidnet"),
     "variant": ("darts", "authors"),
     "lr_schedule": ("cosine", "step"),
     "amp_dtype": ("float16", "bfloat16"),
@@ -135,13 +137,13 @@ RETRAIN_CHOICES: dict[str, tuple[Any, ...]] = {
 RETRAIN_RANGES: dict[str, str] = {
     **dict.fromkeys(
         ("epochs", "batch_size", "C", "layers", "stem_multiplier", "lr", "lr_gamma",
-         "lr_step_size", "eval_every", "max_steps_per_epoch", "eval_batch_size",
+         "pyramid_depth", "lr_step_size", "eval_every", "max_steps_per_epoch", "eval_batch_size",
          "max_eval_batches", "train_size", "image_size", "num_threads", "stop_after_epoch"),
         "positive",
     ),
     **dict.fromkeys(
         ("momentum", "weight_decay", "lr_min", "grad_clip", "cutout", "auxiliary_weight", "seed",
-         "search_seconds"),
+         "search_seconds", "pyramid_alpha"),
         "non-negative",
     ),
     **dict.fromkeys(("drop_path_prob", "op_dropout", "val_fraction", "label_smoothing"),

@@ -157,9 +157,23 @@ class OpDropout:
 
 
 def build_network(cfg: Mapping[str, Any], genotype: Any, num_classes: int, in_channels: int):
-    """The evaluation network of ``cfg["network"]`` (``cifar`` or ``imagenet``)."""
+    """The evaluation network of ``cfg["network"]`` (``cifar``, ``imagenet`` or ``pyramidnet``:
+    a tree genotype in a PyramidNet of ``pyramid_depth`` and ``pyramid_alpha``)."""
     from pyronas.evalnet import NetworkCIFAR, NetworkImageNet
+    from pyronas.proxyless.tree import TreeGenotype
 
+    if isinstance(genotype, TreeGenotype) != (cfg["network"] == "pyramidnet"):
+        raise ValueError(
+            "network 'pyramidnet' takes a tree genotype (pyronas-tree/1, e.g. TreeCell-A) and "
+            "the cell networks take cell genotypes; got network "
+            f"{cfg['network']!r} with a {'tree' if isinstance(genotype, TreeGenotype) else 'cell'}"
+            " genotype"
+        )
+    if cfg["network"] == "pyramidnet":
+        from pyronas.proxyless.pyramidnet import PyramidTreeNet
+
+        return PyramidTreeNet(genotype, cfg["pyramid_depth"], cfg["pyramid_alpha"], num_classes,
+                              in_channels)
     if cfg["network"] == "imagenet":
         if in_channels != 3:
             raise ValueError(f"the ImageNet network takes 3-channel images, got {in_channels}")
@@ -176,6 +190,27 @@ def build_network(cfg: Mapping[str, Any], genotype: Any, num_classes: int, in_ch
         in_channels,
         cfg["stem_multiplier"],
     )
+
+
+def load_network_genotype(cfg: Mapping[str, Any]) -> Any:
+    """``cfg["genotype"]`` as a tree genotype for ``network: pyramidnet``, else a cell one."""
+    if cfg["network"] == "pyramidnet":
+        from pyronas.proxyless.tree import load_tree_genotype
+
+        return load_tree_genotype(cfg["genotype"])
+    from pyronas.genotype import load_genotype
+
+    return load_genotype(cfg["genotype"])
+
+
+def genotype_as_dict(genotype: Any) -> dict[str, Any]:
+    """The JSON dict of a cell or tree genotype."""
+    from pyronas.genotype import genotype_to_dict
+    from pyronas.proxyless.tree import TreeGenotype, tree_genotype_to_dict
+
+    if isinstance(genotype, TreeGenotype):
+        return tree_genotype_to_dict(genotype)
+    return genotype_to_dict(genotype)
 
 
 def genotype_label(cfg: Mapping[str, Any]) -> str:
@@ -742,14 +777,12 @@ def retrain(
     pyronas.runs.RunFolderError
         ``out_dir`` holds files of a run's names that pyronas did not write.
     """
-    from pyronas.genotype import genotype_to_dict, load_genotype
-
     cfg = merge_config(RETRAIN_DEFAULTS, cfg)
-    genotype = load_genotype(cfg["genotype"])
+    genotype = load_network_genotype(cfg)
     out, existing = _open_run_folder(out_dir, resume, overwrite)
     device = _configure_process(cfg)
     ident = identity(cfg)
-    ident["genotype"] = json.dumps(genotype_to_dict(genotype), sort_keys=True)
+    ident["genotype"] = json.dumps(genotype_as_dict(genotype), sort_keys=True)
     data = load_retrain_data(cfg, device)
     training = build_training(cfg, genotype, data, device)
 
