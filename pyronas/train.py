@@ -198,8 +198,12 @@ def load_network_genotype(cfg: Mapping[str, Any]) -> Any:
         from pyronas.proxyless.tree import load_tree_genotype
 
         return load_tree_genotype(cfg["genotype"])
-    from pyronas.genotype import load_genotype
+    from pyronas.genotype import GenotypeError, load_genotype
+    from pyronas.proxyless.draw import is_tree_genotype
 
+    if is_tree_genotype(cfg["genotype"]):
+        raise GenotypeError(f"{cfg['genotype']} is a tree genotype: retrain it with network: "
+                            "pyramidnet (--network pyramidnet)")
     return load_genotype(cfg["genotype"])
 
 

@@ -249,7 +249,8 @@ def load_tree_genotype(name_or_path: str | Path) -> TreeGenotype:
         return TreeGenotype(cells=(TREECELL_A,), name="TreeCell-A")
     path = Path(name_or_path)
     if not path.is_file():
-        raise GenotypeError(f"no tree genotype file {str(name_or_path)!r} (bundled: TreeCell-A)")
+        raise GenotypeError(f"no tree genotype file {str(name_or_path)!r} (bundled: TreeCell-A; "
+                            "cell genotypes such as DARTS_V2 go with network cifar / imagenet)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
