@@ -370,3 +370,22 @@ def test_cli_genotype_show_draws_a_block(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "conv_1x1 -> node concat/split" in out
     assert (tmp_path / "TreeCell-A_block0.png").is_file()
+
+
+def test_experiment_script_smoke(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "proxyless_cifar10.py"
+    spec = importlib.util.spec_from_file_location("proxyless_cifar10", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    search, train = module.configs(module.parse_args([]))
+    assert (search["batch_size"], search["lr"], search["depth"]) == (32, 0.1, 110)
+    assert (train["batch_size"], train["lr"], train["lr_schedule"]) == (64, 0.1, "cosine")
+    assert train["cutout"] > 0 and train["drop_path_prob"] > 0
+    summary = module.main(["--smoke", "--out", str(tmp_path / "exp")])
+    assert [r["name"] for r in summary["retrain"]] == ["BayesNAS proxyless", "TreeCell-A"]
+    table = (tmp_path / "exp" / "results.md").read_text()
+    assert "TreeCell-A (Path-Level EAS)" in table and "| 3.14 |" in table
