@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pyronas.compress.cli import add_compress_parser
 
     add_compress_parser(sub)
+    from pyronas.proxyless.cli import add_proxyless_parser
+
+    add_proxyless_parser(sub)
     return parser
 
 

@@ -60,6 +60,12 @@ ALLOWED = {
     "pyronas.compress.networks": ("pyronas.compress",),
     "pyronas.compress.surgery": ("pyronas.compress",),
     "pyronas.compress.baselines": ("pyronas.compress",),
+    "pyronas.proxyless.tree_ops": (),
+    "pyronas.proxyless.tree": ("pyronas.proxyless", "pyronas.genotype"),
+    "pyronas.proxyless.tree_cell": ("pyronas.proxyless", "pyronas.evalnet"),
+    "pyronas.proxyless.pyramidnet": ("pyronas.proxyless", "pyronas.evalnet"),
+    "pyronas.proxyless.space": ("pyronas.proxyless", "pyronas.space"),
+    "pyronas.proxyless.draw": ("pyronas.proxyless",),
 }
 
 # module prefix -> pyronas packages its modules must never import

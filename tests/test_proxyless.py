@@ -389,3 +389,19 @@ def test_experiment_script_smoke(tmp_path):
     assert [r["name"] for r in summary["retrain"]] == ["BayesNAS proxyless", "TreeCell-A"]
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "TreeCell-A (Path-Level EAS)" in table and "| 3.14 |" in table
+
+
+def test_cli_proxyless_search_and_its_bad_input(tmp_path, capsys):
+    from pyronas.cli import main
+
+    out = tmp_path / "px"
+    code = main(["proxyless", "--dataset", "digits", "--depth", "8", "--alpha", "8",
+                 "--t-max", "1", "--max-batches", "2", "--curvature-batches", "1",
+                 "--fractions", "0.8", "0.1", "0.1", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    assert len(load_tree_genotype(out / "genotype.json").cells) == 3
+    assert "run folder" in capsys.readouterr().out
+    assert main(["proxyless", "--dataset", "digits", "--depth", "9", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "6 n + 2" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

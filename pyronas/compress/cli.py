@@ -8,15 +8,13 @@ field (``--network lenet300 --dataset fashion-mnist --lambda-weight 1e-6 ...``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import types
-import typing
 from typing import Any
 
 from pyronas.compress.networks import NETWORKS
 from pyronas.compress.run import CompressSettings, run_compress
 from pyronas.data import DATASETS
+from pyronas.dataclass_flags import add_dataclass_flags, given_fields
 
 __all__ = ["add_compress_parser", "compress_overrides", "run_compress_cli"]
 
@@ -37,14 +35,6 @@ _HELP = {
 }
 
 
-def _base_type(annotation: Any) -> Any:
-    """``int`` for ``int | None``; the annotation itself otherwise."""
-    hint = annotation
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
 def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``compress`` to the ``pyronas`` subcommands; its handler is :func:`run_compress_cli`.
 
@@ -58,32 +48,16 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "(config.yaml, metrics.csv, posterior.pt, pruned_state.pt, architecture.json, "
         "metrics.json).",
     )
-    hints = typing.get_type_hints(CompressSettings)
-    for field in dataclasses.fields(CompressSettings):
-        flag = "--" + field.name.replace("_", "-")
-        kind = _base_type(hints[field.name])
-        text = _HELP.get(field.name, field.name.replace("_", " "))
-        help_text = f"{text} (default {field.default})"
-        if field.name == "network":
-            p.add_argument(flag, choices=NETWORKS, default=None, help=help_text)
-        elif field.name == "dataset":
-            p.add_argument(flag, choices=DATASETS, default=None, help=help_text)
-        elif kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=help_text)
-        elif field.name == "fractions":
-            p.add_argument(flag, type=float, nargs=3, default=None, metavar=("TRAIN", "SEARCH",
-                           "VAL"), help=help_text)  # fmt: skip
-        else:
-            p.add_argument(flag, type=kind, default=None, help=help_text)
+    add_dataclass_flags(p, CompressSettings, _HELP,
+                        choices={"network": NETWORKS, "dataset": DATASETS},
+                        metavars={"fractions": ("TRAIN", "SEARCH", "VAL")})
     p.set_defaults(handler=run_compress_cli)
     return p
 
 
 def compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line (the flags not left at ``None``)."""
-    names = {f.name for f in dataclasses.fields(CompressSettings)}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return given_fields(args, CompressSettings)
 
 
 def run_compress_cli(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import logging
 import time
@@ -46,6 +47,7 @@ from pyronas.runs import MetricsCSV, atomic_write_text
 from pyronas.runtime import resolve_device, seed_everything
 from pyronas.search_posterior import SearchPosterior
 from pyronas.space import SITES
+from pyronas.supernet_eval import recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,9 @@ def run_proxyless_search(cfg: ProxylessSettings | Mapping[str, Any],
 
     def record(row: dict[str, Any], state: Type2State) -> None:
         net.set_alive(alive_ops(state.masks))
+        # the running statistics remember the ops just pruned: re-estimate them first
+        recalibrate_batchnorm(net, state.sites, itertools.islice(train, settings.curvature_batches),
+                              device)
         val_acc = _accuracy(net, state.sites, val)
         alive = alive_ops(state.masks)
         live_edges = int(alive.any(-1).sum())
