@@ -40,7 +40,7 @@ without them; every group carries the attributes ``draws = "laplace_iid"`` and `
 saying so.
 
 ArviZ 0.x returns ``InferenceData``, ArviZ 1.x an ``xarray.DataTree``; both are built with
-``az.from_dict`` and the only difference is handled in :func:`_from_dict`.
+``az.from_dict`` and the only difference is handled in :func:`arviz_from_dict`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def arviz_major() -> int:
     return int(str(az.__version__).split(".")[0])
 
 
-def _from_dict(
+def arviz_from_dict(
     groups: Mapping[str, Mapping[str, np.ndarray]],
     coords: Mapping[str, Any],
     dims: Mapping[str, list[str]],
@@ -429,7 +429,7 @@ def to_arviz(
         "draws": LAPLACE_DRAWS,
         "draws_note": LAPLACE_DRAWS_NOTE,
     }
-    return _from_dict(groups, coords, dims, attrs)
+    return arviz_from_dict(groups, coords, dims, attrs)
 
 
 def is_laplace_export(idata: Any) -> bool:
@@ -514,6 +514,7 @@ def _constant_data(
 
 
 __all__ = [
+    "arviz_from_dict",
     "arviz_major",
     "gaussian_prior_draws",
     "get_group",

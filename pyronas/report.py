@@ -374,6 +374,33 @@ def _print_run(console: Any, run: Run, rows: list[SummaryRow]) -> None:
         console.print(table)
 
 
+def _print_compress_run(console: Any, path: Path) -> None:
+    """Units left per layer and the sizes of a compression run; writes its report files."""
+    from rich.table import Table
+
+    from pyronas.compress.report import analyze_compress_run
+
+    result = analyze_compress_run(path)
+    s = result["summary"]
+    console.print(f"[bold]{path}[/bold]  compression of {s['network']} on {s['dataset']}",
+                  soft_wrap=True)
+    table = Table(title="units per layer", title_justify="left")
+    for col in ("layer", "before", "after", "kept"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for r in result["rows"]:
+        table.add_row(r["layer"], str(r["units_before"]), str(r["units_after"]),
+                      f"{100 * r['kept_fraction']:.1f} %")
+    console.print(table)
+    units = lambda key: "-".join(str(u) for u in s[key])  # noqa: E731
+    console.print(f"{units('units_before')} -> {units('units_after')}; weights "
+                  f"{s['weights_before']:,} -> {s['weights_kept']:,} "
+                  f"({s['compression_ratio']:.1f}x); FLOPs {s['flops_before']:,} -> "
+                  f"{s['flops_after']:,}; test error {100 * s['test_error_before']:.2f} % -> "
+                  f"{100 * s['test_error_after']:.2f} % (pruned before fine-tuning "
+                  f"{100 * s['test_error_pruned']:.2f} %)")
+    console.print(f"wrote {result['csv']} and {result['plot']}", soft_wrap=True)
+
+
 def _print_comparison(console: Any, rows: list[dict[str, Any]]) -> None:
     """The comparison, one column per run and one line per quantity (fits a terminal)."""
     from rich.table import Table
@@ -478,12 +505,19 @@ def run_analyze_cli(
     """
     from rich.console import Console
 
+    from pyronas.compress.report import is_compress_run
     from pyronas.nb201 import STRING_FILE, open_table
     from pyronas.run_summary import POSTERIOR_FILE
 
     console = Console()
     table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None
     paths = [Path(p) for p in runs]
+    compress_runs = [p for p in paths if is_compress_run(p)]
+    for path in compress_runs:
+        _print_compress_run(console, path)
+    paths = [p for p in paths if p not in compress_runs]
+    if not paths:
+        return 0
     lookup_only = {p for p in paths if not (p / POSTERIOR_FILE).exists()
                    and (p / STRING_FILE).is_file()}
     # RunFolderError (a ValueError) names the folder

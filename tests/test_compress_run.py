@@ -1,8 +1,7 @@
-"""Compression runs end to end (tiny: digits, a few batches) and their bad inputs.
+"""Compression runs end to end (tiny: digits, a few batches), their report and bad inputs.
 
-A run's Laplace fit takes the prior precision by one backward pass per weight (the engine's
-``joint_terms``), each over every weight: minutes even for LeNet-300 on 8x8 digits. The smoke
-runs are therefore marked slow (``-m slow``); the bad-input tests write nothing and are fast.
+The group-HARD prior gives its precision in closed form (``prior_precision``), so a smoke run
+of each network takes seconds.
 """
 
 from __future__ import annotations
@@ -23,15 +22,14 @@ SMOKE = {"dataset": "digits", "device": "cpu", "batch_size": 32, "max_batches": 
          "lambda_weight": 1e-9}  # fmt: skip
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("network", NETWORKS)
 def test_smoke_run_writes_a_run_folder(network: str, tmp_path) -> None:
     out = tmp_path / network
     # an untrained VGG has dead convolutions (no curvature): train it for a few more steps
     extra = {"pretrain_epochs": 4, "curvature_batches": 2} if network == "vgg_small" else {}
     result = run_compress({**SMOKE, **extra, "network": network}, out)
-    for name in ("config.yaml", "metrics.csv", "posterior.pt", "pruned_state.pt",
-                 "architecture.json", "metrics.json"):
+    for name in ("config.yaml", "metrics.csv", "posterior.pt", "posterior.nc",
+                 "pruned_state.pt", "architecture.json", "metrics.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics.keys() == result.metrics.keys()
@@ -102,3 +100,50 @@ def test_cli_flags_map_to_settings() -> None:
     assert settings.network == "lenet5" and settings.prune_inputs is False
     with pytest.raises(SystemExit):
         parser.parse_args(["compress", "--network", "resnet50"])
+
+
+def test_arviz_export_and_analyze_of_a_compression_run(tmp_path, capsys) -> None:
+    from pyronas.arviz_export import get_group, load_arviz
+    from pyronas.cli import main
+    from pyronas.compress.report import read_summary_csv
+
+    out = tmp_path / "lenet5"
+    result = run_compress({**SMOKE, "network": "lenet5", "lambda_weight": 1e-8}, out)
+    posterior = torch.load(out / "posterior.pt", weights_only=False)
+    idata = load_arviz(out / "posterior.nc")
+    draws, constant = get_group(idata, "posterior"), get_group(idata, "constant_data")
+    for layer in posterior["layers"]:
+        site = f"{layer['name']}.weight"
+        for grouping, gamma in posterior["gamma_group"][site].items():
+            dim = f"{layer['name']}_{grouping}"
+            assert draws[f"{dim}_norm"].dims == ("chain", "draw", dim)
+            assert draws.sizes[dim] == len(gamma)
+            alive = posterior["alive"][site][grouping]
+            assert constant[f"{dim}_alive"].values.tolist() == alive.to(torch.int8).tolist()
+    # a dead unit's weights are exactly 0 (zero prior variance): its norm is 0 in every draw
+    dead = 0
+    for dim in (d for d in draws.dims if d not in ("chain", "draw")):
+        off = constant[f"{dim}_alive"].values == 0
+        dead += int(off.sum())
+        assert (draws[f"{dim}_norm"].values[..., off] == 0).all()
+        assert (draws[f"{dim}_norm"].values[..., ~off] >= 0).all()
+    assert dead > 0
+
+    assert main(["analyze", str(out)]) == 0
+    printed = capsys.readouterr().out
+    units = "-".join(str(u) for u in result.metrics["units_after"])
+    assert units in printed and "units per layer" in printed
+    rows = read_summary_csv(out / "summary.csv")
+    assert [r["layer"] for r in rows] == ["input"] + [lay["name"] for lay in posterior["layers"]]
+    assert [int(r["units_after"]) for r in rows] == result.metrics["units_after"]
+    assert (out / "plots" / "sparsity.png").stat().st_size > 0
+
+
+def test_analyze_names_an_unfinished_compression_run(tmp_path, capsys) -> None:
+    from pyronas.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"network": "lenet5", "units_after": [1]}))
+    assert main(["analyze", str(out)]) == 2
+    assert "no posterior.pt" in capsys.readouterr().err

@@ -21,6 +21,8 @@ Run folder::
                          the first layer's ``units_input``), weights_kept, seconds
     posterior.pt         the weight posterior (format pyronas-compress-posterior/1, see
                          :func:`posterior_dict`)
+    posterior.nc         its ArviZ export, dims named after layers and units
+                         (:func:`pyronas.compress.report.compress_to_arviz`)
     pruned_state.pt      state dict of the pruned, fine-tuned network
     architecture.json    its architecture (:func:`pyronas.compress.networks.describe_network`)
     metrics.json         dense and pruned sizes, FLOPs, test errors, wall time
@@ -33,6 +35,7 @@ import difflib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pyronas.arviz_export import save_arviz
 from pyronas.compress.baselines import FineTune, evaluate, fine_tune
 from pyronas.compress.networks import (
     NETWORKS,
@@ -50,6 +54,7 @@ from pyronas.compress.networks import (
     describe_network,
     prunable_layers,
 )
+from pyronas.compress.report import POSTERIOR_FORMAT, compress_to_arviz
 from pyronas.compress.surgery import count_flops, count_weights, prune_units
 from pyronas.config import save_resolved_config
 from pyronas.data import check_dataset_name, load_dataset, make_loader
@@ -71,8 +76,6 @@ __all__ = [
     "run_compress",
     "weight_spec",
 ]
-
-POSTERIOR_FORMAT = "pyronas-compress-posterior/1"
 
 
 @dataclass(frozen=True)
@@ -448,7 +451,11 @@ def _save(out: Path, settings: CompressSettings, state: Type2State, layers: list
         torch.save(obj, buffer)
         atomic_write_bytes(buffer.getvalue(), out / name)
 
-    save_torch(posterior_dict(settings, state, layers, history, num_data), "posterior.pt")
+    posterior = posterior_dict(settings, state, layers, history, num_data)
+    save_torch(posterior, "posterior.pt")
+    staged = out / "posterior.nc.partial"
+    save_arviz(compress_to_arviz(posterior, seed=settings.seed), staged)
+    os.replace(staged, out / "posterior.nc")
     save_torch({k: v.detach().cpu() for k, v in pruned.state_dict().items()}, "pruned_state.pt")
     atomic_write_text(json.dumps(describe_network(pruned), indent=2) + "\n",
                       out / "architecture.json")
