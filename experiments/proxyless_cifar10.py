@@ -8,6 +8,8 @@ published anchors beside the measured numbers.
     python experiments/proxyless_cifar10.py --data-dir DATA            # the paper's setting
     python experiments/proxyless_cifar10.py --smoke                    # shallow, digits, CPU
     python experiments/proxyless_cifar10.py --smoke --dataset fashion-mnist
+    python experiments/proxyless_cifar10.py --dataset fashion-mnist --depth 8 --alpha 24 \
+        --train-size 2000 --retrain-epochs 10 --cutout 8 --device cpu   # a CPU comparison
 
 Writes ``--out`` (default ``runs/proxyless_cifar10``): ``search/`` (the search run folder),
 ``retrain_<name>/`` per retrained genotype, ``results.json`` and ``results.md``.
@@ -64,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=None, help="PyramidNet depth (6 n + 2)")
     parser.add_argument("--alpha", type=float, default=None, help="PyramidNet widening")
     parser.add_argument("--retrain-epochs", dest="retrain_epochs", type=int, default=None)
+    parser.add_argument("--train-size", dest="train_size", type=int, default=None,
+                        help="subsample the training set (search and retraining)")
+    parser.add_argument("--t-max", dest="t_max", type=int, default=None,
+                        help="type-II iterations of the search")
+    parser.add_argument("--cutout", type=int, default=None, help="retraining cutout size")
     parser.add_argument("--no-treecell-a", dest="treecell_a", action="store_false",
                         help="do not retrain TreeCell-A for comparison")
     return parser.parse_args(argv)
@@ -86,6 +93,12 @@ def configs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         search["alpha"] = train["pyramid_alpha"] = args.alpha
     if args.retrain_epochs is not None:
         train["epochs"] = args.retrain_epochs
+    if args.train_size is not None:
+        search["train_size"] = train["train_size"] = args.train_size
+    if args.t_max is not None:
+        search["t_max"] = args.t_max
+    if args.cutout is not None:
+        train["cutout"] = args.cutout
     search["seed"] = train["seed"] = args.seed
     return search, train
 

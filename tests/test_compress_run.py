@@ -108,7 +108,13 @@ def test_arviz_export_and_analyze_of_a_compression_run(tmp_path, capsys) -> None
     from pyronas.compress.report import read_summary_csv
 
     out = tmp_path / "lenet5"
-    result = run_compress({**SMOKE, "network": "lenet5", "lambda_weight": 1e-8}, out)
+    result = run_compress({**SMOKE, "network": "lenet5", "lambda_weight": 1e-8,
+                           "baselines": True}, out)
+    assert result.metrics["baseline_finetune_epochs"] == 2  # t_max 1 + fine-tuning 1
+    for key in ("baseline_magnitude_test_error", "baseline_structured_test_error"):
+        assert 0.0 <= result.metrics[key] <= 1.0
+    # the structured baseline keeps the same hidden units (not the inputs)
+    assert result.metrics["baseline_structured_weights"] >= result.metrics["weights_kept"]
     posterior = torch.load(out / "posterior.pt", weights_only=False)
     idata = load_arviz(out / "posterior.nc")
     draws, constant = get_group(idata, "posterior"), get_group(idata, "constant_data")

@@ -32,6 +32,7 @@ _HELP = {
     "threshold": "prune weights whose prior variance falls below this",
     "prune_inputs": "group the first layer's input features too (--no-prune-inputs: keep them)",
     "max_batches": "at most this many batches per epoch (smoke runs)",
+    "baselines": "also run magnitude and structured-norm pruning at the same sparsity",
 }
 
 

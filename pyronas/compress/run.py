@@ -30,6 +30,7 @@ Run folder::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import io
@@ -46,7 +47,13 @@ import torch
 from torch import Tensor, nn
 
 from pyronas.arviz_export import save_arviz
-from pyronas.compress.baselines import FineTune, evaluate, fine_tune
+from pyronas.compress.baselines import (
+    FineTune,
+    evaluate,
+    fine_tune,
+    magnitude_prune,
+    structured_prune,
+)
 from pyronas.compress.networks import (
     NETWORKS,
     PrunableLayer,
@@ -98,6 +105,11 @@ class CompressSettings:
         The group-HARD prior's options; ``prune_inputs`` groups the first layer's inputs too.
     finetune_epochs, finetune_lr
         Fine-tuning of the pruned network.
+    baselines
+        Also prune the dense network by magnitude (global, unstructured, to the same number of
+        weights) and by unit norm (structured, to the same hidden units), each fine-tuned for
+        the epochs this run trained after the dense phase (``t_max * epochs_per_iter +
+        finetune_epochs``, at ``finetune_lr``); their test errors go into ``metrics.json``.
     max_batches
         At most this many batches per epoch (``None``: all; small values for smoke runs).
     """
@@ -126,6 +138,7 @@ class CompressSettings:
     prune_inputs: bool = True
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
+    baselines: bool = False
     max_batches: int | None = None
 
     def __post_init__(self) -> None:
@@ -351,6 +364,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     dense_weights, dense_flops = count_weights(net), count_flops(net, input_shape)
     log.info("dense %s: test error %.4f, %d weights", settings.network, 1 - dense_acc,
              dense_weights)
+    dense = copy.deepcopy(net) if settings.baselines else None
 
     spec = weight_spec(layers, net, settings.prune_inputs)
     hypers = group_hard.init_hypers(
@@ -430,11 +444,36 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         "wall_seconds": seconds,
         "device": str(device),
     }
+    if dense is not None:
+        summary.update(_baselines(dense, pruned, layers, settings, loaders, kept_weights))
     _save(out, settings, state, layers, history, num_data, pruned, summary)
     log.info("compressed %s: %s units, %.1fx fewer weights, test error %.4f -> %.4f (%.0f s)",
              settings.network, summary["units_after"], summary["compression_ratio"],
              summary["test_error_before"], summary["test_error_after"], seconds)
     return CompressResult(out, pruned, summary, state)
+
+
+def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
+               settings: CompressSettings, loaders: Mapping[str, Any], kept_weights: int
+               ) -> dict[str, Any]:
+    """Test errors of magnitude and structured pruning of ``dense`` at this run's sparsity."""
+    epochs = settings.t_max * settings.epochs_per_iter + settings.finetune_epochs
+    budget = FineTune(epochs, settings.finetune_lr, settings.momentum)
+    dense_weights = count_weights(dense)
+    sparsity = 1 - kept_weights / dense_weights
+    magnitude, _ = magnitude_prune(dense, sparsity, loaders["train"], budget)
+    _, magnitude_acc = evaluate(magnitude, loaders["test"])
+    units = {layer.name: int(pruned.get_submodule(layer.name).weight.shape[0])
+             for layer in layers[:-1]}
+    structured = structured_prune(dense, units, loaders["train"], budget)
+    _, structured_acc = evaluate(structured, loaders["test"])
+    log.info("baselines at %.1f %% of the weights removed: magnitude test error %.4f, "
+             "structured (units %s) %.4f", 100 * sparsity, 1 - magnitude_acc, units,
+             1 - structured_acc)
+    return {"baseline_finetune_epochs": epochs,
+            "baseline_magnitude_test_error": 1 - magnitude_acc,
+            "baseline_structured_test_error": 1 - structured_acc,
+            "baseline_structured_weights": count_weights(structured)}
 
 
 def _units(net: nn.Module, layers: list[PrunableLayer]) -> list[int]:
