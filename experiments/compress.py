@@ -24,12 +24,14 @@ from typing import Any
 from pyronas.compress.networks import NETWORKS
 from pyronas.compress.run import run_compress
 
-SETTINGS: dict[str, Any] = {"pretrain_epochs": 5, "t_max": 4, "finetune_epochs": 3}
+SETTINGS: dict[str, Any] = {"pretrain_epochs": 5, "t_max": 4, "finetune_epochs": 3,
+                            "baselines": True}
 """Settings of the full runs (the rest are the defaults of ``CompressSettings``)."""
 
 SMOKE: dict[str, Any] = {"dataset": "digits", "batch_size": 32, "max_batches": 3,
                          "pretrain_epochs": 1, "t_max": 1, "finetune_epochs": 1,
-                         "curvature_batches": 1, "lambda_weight": 1e-9}  # fmt: skip
+                         "curvature_batches": 1, "lambda_weight": 1e-9,
+                         "baselines": True}  # fmt: skip
 """A few batches on digits: checks the pipeline, not the compression."""
 
 
@@ -39,12 +41,18 @@ def _mean_sd(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.mean(values))} +/- {fmt.format(statistics.stdev(values))}"
 
 
+def _baseline(runs: list[dict[str, Any]], key: str) -> str:
+    values = [100 * r[key] for r in runs if key in r]
+    return _mean_sd(values) if values else "-"
+
+
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """A markdown table, one row per network (mean +/- sd over its runs)."""
     lines = [
         "| network | data | seeds | units | weights kept | ratio | FLOPs before -> after "
-        "| test error before -> after (%) | wall (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| test error before -> after (%) | magnitude baseline (%) | structured baseline (%) "
+        "| wall (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for network, runs in results.items():
         units = " / ".join(
@@ -59,6 +67,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             f"| {runs[0]['flops_before']} -> {flops} "
             f"| {_mean_sd([100 * r['test_error_before'] for r in runs])} -> "
             f"{_mean_sd([100 * r['test_error_after'] for r in runs])} "
+            f"| {_baseline(runs, 'baseline_magnitude_test_error')} "
+            f"| {_baseline(runs, 'baseline_structured_test_error')} "
             f"| {_mean_sd([r['wall_seconds'] for r in runs], '{:.0f}')} |"
         )
     return "\n".join(lines)

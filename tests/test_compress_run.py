@@ -153,3 +153,23 @@ def test_analyze_names_an_unfinished_compression_run(tmp_path, capsys) -> None:
     (out / "metrics.json").write_text(json.dumps({"network": "lenet5", "units_after": [1]}))
     assert main(["analyze", str(out)]) == 2
     assert "no posterior.pt" in capsys.readouterr().err
+
+
+def test_experiment_script_smoke(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "compress.py"
+    spec = importlib.util.spec_from_file_location("compress_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--networks", "lenet300", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("\n| lenet300 | digits | 1 |") == 1
+    assert "magnitude baseline" in table
+    row = table.strip().splitlines()[-1]
+    assert row.count("|") == 12 and " - |" not in row  # baselines filled in
+    # a second call skips the finished run and writes the same table
+    assert module.main(["--smoke", "--networks", "lenet300", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == table
