@@ -29,6 +29,7 @@ from pyronas.jobs import (
     Job,
     comparison_parser,
     count_skips,
+    executor_from_args,
     mean_sd_text,
     publish_report,
     read_json,
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     work, cells = jobs(args)
     if not args.report_only:
-        run_jobs(work, workers=args.workers, deadline=args.deadline)
+        run_jobs(work, deadline=args.deadline, executor=executor_from_args(args))
     rows = collect(args, cells)
     publish_report(args, rows, markdown(rows, args), "cells-compare")
     return 0

@@ -41,6 +41,7 @@ from pyronas.jobs import (
     Job,
     comparison_parser,
     count_skips,
+    executor_from_args,
     mean_sd_text,
     publish_report,
     read_json,
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        run_jobs(jobs(args), workers=args.workers, deadline=args.deadline)
+        run_jobs(jobs(args), deadline=args.deadline, executor=executor_from_args(args))
     rows = collect(args)
     text = "\n\n".join(part for part in (markdown(rows, args), paired_markdown(rows),
                                           stability_markdown(args)) if part)

@@ -30,7 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_fashion_mnist import SEARCH, SMOKE_SEARCH, sized  # noqa: E402
 
 from pyronas.genotype import load_genotype  # noqa: E402
-from pyronas.jobs import Job, run_jobs, write_markdown_section  # noqa: E402
+from pyronas.jobs import (  # noqa: E402
+    Job,
+    add_executor_options,
+    executor_from_args,
+    run_jobs,
+    write_markdown_section,
+)
 
 LAMBDAS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 AUTHORS_LAMBDAS = (0.005, 0.007, 0.01)
@@ -140,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the authors' schedule and curvature scale, lambda 0.005-0.01")
     parser.add_argument("--out", type=Path, default=Path("runs/lambda-sweep"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=1)
+    add_executor_options(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds on a CPU")
     parser.add_argument("--results-md", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.smoke:
         args.dataset, args.lambdas = ["digits"], [0.01, 1.0]
-    results = run_jobs(jobs_for(args), workers=args.workers)
+    results = run_jobs(jobs_for(args), executor=executor_from_args(args))
     text = markdown(results, args)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from pyronas.data import CIFAR10_FOLDER, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES
-from pyronas.jobs import Job, mean_sd_text, publish_report, read_json, run_jobs, search_job
+from pyronas.jobs import (
+    Job,
+    add_executor_options,
+    executor_from_args,
+    mean_sd_text,
+    publish_report,
+    read_json,
+    run_jobs,
+    search_job,
+)
 from pyronas.nb201 import (
     NB201Entry,
     NB201Error,
@@ -271,7 +280,7 @@ def parser() -> argparse.ArgumentParser:
                    "8 positions, 5,000 images")
     p.add_argument("--out", type=Path, default=Path("runs/nb201"))
     p.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
-    p.add_argument("--workers", type=int, default=1, help="searches run at once")
+    add_executor_options(p)
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds after which no new search starts")
     p.add_argument("--nb201", type=Path, default=None, metavar="PATH",
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     table = open_table(args.nb201, args.nb201_epochs) if official else bundled_table()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        run_jobs(jobs(args), workers=args.workers, deadline=args.deadline)
+        run_jobs(jobs(args), deadline=args.deadline, executor=executor_from_args(args))
     rows = collect(args, table if official else None)
     publish_report(args, rows, markdown(rows, args, table), "nb201")
     return 0

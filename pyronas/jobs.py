@@ -1,10 +1,12 @@
-"""Many searches and retrainings as idempotent jobs, run one after another or in processes.
+"""Many searches and retrainings as idempotent jobs, run by an executor.
 
 A comparison (several cells or strategies, several seeds) is a list of jobs, each writing one run
 folder. A job whose result file exists is skipped and one with a checkpoint resumes, so a
-comparison that was stopped is finished by running the same command again. ``workers > 1`` runs
-jobs in separate processes (one CPU thread each), useful on a many-core machine or to keep one
-GPU busy with small networks; ``deadline`` stops starting new jobs after that many seconds.
+comparison that was stopped is finished by running the same command again, whichever executor
+ran it. Executors: :class:`LocalExecutor` (the default, embedded: in this process, or
+``workers`` processes with one CPU thread each) and :class:`RayExecutor` (one Ray task per job
+on a Ray cluster, resources per task; the optional extra ``pyronas[ray]``). ``deadline`` stops
+starting new jobs after that many seconds.
 """
 
 from __future__ import annotations
@@ -104,11 +106,142 @@ def _call(job: Job, num_threads: int | None) -> Any:
     return job.func(**job.kwargs)
 
 
+class LocalExecutor:
+    """Jobs on this machine: in this process (``workers == 1``) or in ``workers`` processes.
+
+    The default executor: embedded, no server. Each job gets ``num_threads`` torch CPU threads
+    (``None``: torch's default).
+    """
+
+    def __init__(self, workers: int = 1, num_threads: int | None = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers, self.num_threads = workers, num_threads
+
+    def run(self, jobs: Sequence[Job], too_late: Callable[[], bool]) -> dict[str, Any]:
+        """Run ``jobs`` in order, starting none once ``too_late()``; ``label -> result``."""
+        results: dict[str, Any] = {}
+        if self.workers <= 1:
+            for job in jobs:
+                if too_late():
+                    log.warning("deadline reached; %s not started", job.label)
+                    continue
+                try:
+                    results[job.label] = _call(job, self.num_threads)
+                except Exception:
+                    log.exception("job %s failed", job.label)
+            return results
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+            pending = list(jobs)
+            running = {}
+            while pending or running:
+                while pending and len(running) < self.workers and not too_late():
+                    job = pending.pop(0)
+                    running[pool.submit(_call, job, self.num_threads)] = job
+                if pending and too_late():
+                    for job in pending:
+                        log.warning("deadline reached; %s not started", job.label)
+                    pending = []
+                if not running:
+                    break
+                finished = next(as_completed(running))
+                job = running.pop(finished)
+                try:
+                    results[job.label] = finished.result()
+                except Exception:
+                    log.exception("job %s failed", job.label)
+        return results
+
+
+class RayExecutor:
+    """Jobs as Ray tasks, one task per job, on a Ray cluster or a local Ray instance.
+
+    Parameters
+    ----------
+    address
+        The cluster to join (``ray.init(address=...)``: ``"auto"``, ``"ray://host:10001"``);
+        ``None`` joins the instance this process already started, else starts a local one.
+    cpus_per_job, gpus_per_job
+        Resources Ray reserves for each task (``num_cpus`` / ``num_gpus``); a job runs with
+        ``cpus_per_job`` torch threads.
+    max_in_flight
+        Tasks submitted at once (``None``: as many as the cluster's CPUs hold); later jobs are
+        submitted as earlier ones finish, so a deadline stops new ones as with the local
+        executor.
+
+    The jobs keep their idempotent resume: every job writes its own run folder, so rerunning
+    the same command skips finished jobs and resumes interrupted ones, whichever executor ran
+    them. The run folders must be on storage every node sees (a shared file system).
+    """
+
+    def __init__(self, address: str | None = None, cpus_per_job: float = 1.0,
+                 gpus_per_job: float = 0.0, max_in_flight: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ImportError("the ray executor needs Ray: pip install 'pyronas[ray]'") from None
+        if cpus_per_job <= 0 or gpus_per_job < 0:
+            raise ValueError(f"cpus_per_job must be > 0 and gpus_per_job >= 0, got "
+                             f"{cpus_per_job}, {gpus_per_job}")
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+        self.cpus_per_job, self.gpus_per_job = cpus_per_job, gpus_per_job
+        if max_in_flight is None:
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            max_in_flight = max(1, int(cpus // cpus_per_job))
+        self.max_in_flight = max_in_flight
+
+    def run(self, jobs: Sequence[Job], too_late: Callable[[], bool]) -> dict[str, Any]:
+        """Run ``jobs`` as Ray tasks, starting none once ``too_late()``; ``label -> result``."""
+        ray = self.ray
+        task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job,
+                          max_retries=0)(_call)
+        threads = max(1, int(self.cpus_per_job))
+        results: dict[str, Any] = {}
+        pending = list(jobs)
+        running: dict[Any, Job] = {}
+        while pending or running:
+            while pending and len(running) < self.max_in_flight and not too_late():
+                job = pending.pop(0)
+                running[task.remote(job, threads)] = job
+            if pending and too_late():
+                for job in pending:
+                    log.warning("deadline reached; %s not started", job.label)
+                pending = []
+            if not running:
+                break
+            (finished,), _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(finished)
+            try:
+                results[job.label] = ray.get(finished)
+            except Exception:
+                log.exception("job %s failed", job.label)
+        return results
+
+
+EXECUTORS = ("local", "ray")
+"""Names of the executors :func:`make_executor` builds."""
+
+
+def make_executor(name: str = "local", workers: int = 1, address: str | None = None,
+                  cpus_per_job: float = 1.0, gpus_per_job: float = 0.0) -> Any:
+    """The executor ``name`` (``local``: :class:`LocalExecutor` with ``workers`` processes;
+    ``ray``: :class:`RayExecutor` at ``address``)."""
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        return RayExecutor(address, cpus_per_job, gpus_per_job)
+    raise ValueError(f"unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
+
+
 def run_jobs(
     jobs: Sequence[Job],
     workers: int = 1,
     num_threads: int | None = 1,
     deadline: float | None = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Run jobs and collect their results by label.
 
@@ -117,11 +250,14 @@ def run_jobs(
     jobs
         The jobs, in the order they should start.
     workers
-        Processes running jobs at once (1: in this process).
+        Processes running jobs at once (1: in this process); for the default executor.
     num_threads
-        torch CPU threads per job (``None``: torch's default).
+        torch CPU threads per job (``None``: torch's default); for the default executor.
     deadline
         Seconds after which no new job starts (running ones finish); ``None``: no limit.
+    executor
+        Where the jobs run: anything with ``run(jobs, too_late)`` (:class:`LocalExecutor`,
+        :class:`RayExecutor`); ``None``: ``LocalExecutor(workers, num_threads)``.
 
     Returns
     -------
@@ -130,42 +266,19 @@ def run_jobs(
         label and left out (its run folder keeps what it wrote, so a rerun resumes it).
     """
     start = time.monotonic()
-    results: dict[str, Any] = {}
 
     def too_late() -> bool:
         return deadline is not None and time.monotonic() - start > deadline
 
-    if workers <= 1:
-        for job in jobs:
-            if too_late():
-                log.warning("deadline reached; %s not started", job.label)
-                continue
-            try:
-                results[job.label] = _call(job, num_threads)
-            except Exception:
-                log.exception("job %s failed", job.label)
-        return results
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending = list(jobs)
-        running = {}
-        while pending or running:
-            while pending and len(running) < workers and not too_late():
-                job = pending.pop(0)
-                running[pool.submit(_call, job, num_threads)] = job
-            if pending and too_late():
-                for job in pending:
-                    log.warning("deadline reached; %s not started", job.label)
-                pending = []
-            if not running:
-                break
-            finished = next(as_completed(running))
-            job = running.pop(finished)
-            try:
-                results[job.label] = finished.result()
-            except Exception:
-                log.exception("job %s failed", job.label)
-    return results
+    if executor is None:
+        executor = LocalExecutor(workers, num_threads)
+    return executor.run(jobs, too_late)
+
+
+def executor_from_args(args: argparse.Namespace) -> Any:
+    """The executor the :func:`comparison_parser` options select."""
+    return make_executor(args.executor, args.workers, args.address, args.cpus_per_job,
+                         args.gpus_per_job)
 
 
 def write_markdown_section(path: Path, name: str, text: str) -> None:
@@ -197,6 +310,22 @@ def mean_sd_text(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.2f} +/- {sd:.2f}"
 
 
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose where jobs run (:func:`executor_from_args` reads them)."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="jobs run at once on this machine (local executor)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local (default: this machine) | ray (a Ray cluster; "
+                        "pip install 'pyronas[ray]')")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (auto, ray://host:10001; default: a local "
+                        "Ray instance)")
+    parser.add_argument("--cpus-per-job", dest="cpus_per_job", type=float, default=1.0,
+                        help="CPUs Ray reserves per job (its torch threads)")
+    parser.add_argument("--gpus-per-job", dest="gpus_per_job", type=float, default=0.0,
+                        help="GPUs Ray reserves per job (fractions share a GPU)")
+
+
 def comparison_parser(description: str, out: str) -> argparse.ArgumentParser:
     """Options every comparison script shares: data set, seeds, run folder, device, workers,
     deadline, report-only, smoke sizes and the results file."""
@@ -205,7 +334,7 @@ def comparison_parser(description: str, out: str) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--device", default="cpu", help="cpu (reproducible) | cuda | auto")
-    parser.add_argument("--workers", type=int, default=1, help="jobs run at once")
+    add_executor_options(parser)
     parser.add_argument("--deadline", type=float, default=None,
                         help="seconds after which no new job starts")
     parser.add_argument("--report-only", action="store_true",
