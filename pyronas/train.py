@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyronas import distributed
 from pyronas.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointMismatchError,
@@ -64,6 +65,7 @@ from pyronas.config import (
     preset_path,
     save_resolved_config,
 )
+from pyronas.distributed import Ranks, ShardedBatchSampler, all_reduce_sum, barrier
 from pyronas.runs import RunFolderError, atomic_write_text, find_artefacts, remove_artefacts
 from pyronas.runtime import device_name, resolve_device, seed_everything
 
@@ -341,8 +343,14 @@ def _train_epoch(
     cfg: Mapping[str, Any],
     device: torch.device,
     epoch: int,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
-    """One epoch of training; returns mean loss, accuracy (%), images, seconds."""
+    """One epoch of training; returns mean loss, accuracy (%), images, seconds.
+
+    Under data parallelism (``ranks``) the figures are over all ranks' images, and a
+    non-finite loss on any rank stops every rank at the same step.
+    """
+    ranks = ranks or Ranks()
     model.train()
     steps = len(loader)
     if cfg["max_steps_per_epoch"] is not None:
@@ -385,6 +393,8 @@ def _train_epoch(
             correct += (logits.detach().argmax(dim=1) == y).sum()
             pending.append(loss_d)
             if len(pending) >= check_every or step + 1 == steps:
+                if ranks.distributed:  # the same verdict on every rank
+                    pending = list(all_reduce_sum(torch.stack(pending), ranks))
                 _check_finite(pending, pending_start, epoch)
                 if bar is not None:
                     elapsed = time.perf_counter() - start
@@ -398,6 +408,11 @@ def _train_epoch(
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
+    if ranks.distributed:
+        totals = torch.stack([loss_sum, correct.double(),
+                              torch.tensor(float(n), dtype=torch.float64, device=device)])
+        all_reduce_sum(totals, ranks)
+        loss_sum, correct, n = totals[0], totals[1].long(), int(totals[2].item())
     if n == 0:
         raise ValueError("the training loader yielded no batches")
     return {
@@ -532,8 +547,16 @@ def _num_workers(cfg: Mapping[str, Any], device: torch.device) -> int:
     return workers
 
 
-def load_retrain_data(cfg: Mapping[str, Any], device: torch.device) -> RetrainData:
-    """The data set of ``cfg`` split into train / val / test loaders (seeded by ``cfg["seed"]``)."""
+def load_retrain_data(cfg: Mapping[str, Any], device: torch.device,
+                      ranks: Ranks | None = None) -> RetrainData:
+    """The data set of ``cfg`` split into train / val / test loaders (seeded by ``cfg["seed"]``).
+
+    Under data parallelism (``ranks``) the train loader yields this rank's share of every
+    global batch of ``batch_size`` (:class:`~pyronas.distributed.ShardedBatchSampler`); the
+    evaluation loaders stay whole on every rank.
+    """
+    from torch.utils.data import DataLoader
+
     from pyronas.data import load_dataset, make_loader
 
     seed = int(cfg["seed"])
@@ -554,10 +577,20 @@ def load_retrain_data(cfg: Mapping[str, Any], device: torch.device) -> RetrainDa
     bs = int(cfg["batch_size"])
     eval_bs = int(cfg["eval_batch_size"] or 2 * bs)
     # a last batch of one image breaks batch norm in training mode
+    drop_last = len(splits.train) % bs == 1
     train = make_loader(
         splits.train, bs, shuffle=True, seed=seed, num_workers=workers,
-        pin_memory=on_cuda, drop_last=len(splits.train) % bs == 1,
+        pin_memory=on_cuda, drop_last=drop_last,
     )  # fmt: skip
+    if ranks is not None and ranks.distributed:
+        # the same generator draws the same global order as the single-process loader
+        rest = len(splits.train) % bs
+        # each rank needs two images or more of a last, partial batch (batch norm)
+        sampler = ShardedBatchSampler(len(splits.train), bs, ranks, train.generator,
+                                      drop_last=0 < rest < 2 * ranks.world_size)
+        train = DataLoader(splits.train, batch_sampler=sampler, num_workers=workers,
+                           pin_memory=on_cuda, generator=train.generator,
+                           persistent_workers=workers > 0)
     test = make_loader(splits.test, eval_bs, False, seed, num_workers=workers, pin_memory=on_cuda)
     val, eval_split = test, "test"
     if cfg["val_fraction"] > 0:
@@ -569,9 +602,15 @@ def load_retrain_data(cfg: Mapping[str, Any], device: torch.device) -> RetrainDa
 
 
 def build_training(
-    cfg: Mapping[str, Any], genotype: Any, data: RetrainData, device: torch.device
+    cfg: Mapping[str, Any], genotype: Any, data: RetrainData, device: torch.device,
+    ranks: Ranks | None = None,
 ) -> Training:
-    """The evaluation network of ``genotype`` on ``device`` and its optimiser and schedule."""
+    """The evaluation network of ``genotype`` on ``device`` and its optimiser and schedule.
+
+    Under data parallelism (``ranks``) ``model`` is the network wrapped in
+    DistributedDataParallel (batch norms synchronised on CUDA); ``net`` stays the plain network
+    whose state dict the checkpoints hold.
+    """
     from pyronas.evalnet import count_mult_adds, count_parameters
 
     if cfg["variant"] == "authors" and (cfg["auxiliary"] or cfg["drop_path_prob"] > 0):
@@ -586,7 +625,18 @@ def build_training(
     net = net.to(device)
     if cfg["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
-    model: nn.Module = torch.compile(net) if cfg["compile"] else net
+    model: nn.Module = net
+    if ranks is not None and ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        model = DistributedDataParallel(
+            net, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=bool(cfg["drop_path_prob"] > 0 or op_dropout is not None),
+        )  # fmt: skip
+    if cfg["compile"]:
+        model = torch.compile(model)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
     )
@@ -666,7 +716,7 @@ def _save(
 
 def _train_one_epoch(
     cfg: Mapping[str, Any], epoch: int, training: Training, data: RetrainData,
-    device: torch.device,
+    device: torch.device, ranks: Ranks | None = None,
 ) -> tuple[dict[str, Any], float]:  # fmt: skip
     """One epoch with its drop-path / op-dropout ramps; the metrics row and the val accuracy."""
     epochs = int(cfg["epochs"])
@@ -678,7 +728,7 @@ def _train_one_epoch(
         data.train.generator.manual_seed(_epoch_seed(int(cfg["seed"]), epoch))
     lr = training.optimizer.param_groups[0]["lr"]
     stats = _train_epoch(training.model, data.train, training.optimizer, training.scaler,
-                         training.criterion, cfg, device, epoch)  # fmt: skip
+                         training.criterion, cfg, device, epoch, ranks)  # fmt: skip
     chance = math.log(data.num_classes)
     if stats["train_loss"] > EXPLODED_LOSS * chance:
         raise NonFiniteLossError(
@@ -783,13 +833,35 @@ def retrain(
     """
     cfg = merge_config(RETRAIN_DEFAULTS, cfg)
     genotype = load_network_genotype(cfg)
-    out, existing = _open_run_folder(out_dir, resume, overwrite)
     device = _configure_process(cfg)
+    ranks, device = distributed.start(device)
+    if ranks.is_main:
+        out, existing = _open_run_folder(out_dir, resume, overwrite)
+    barrier(ranks)  # rank 0 has checked (and with overwrite cleared) the folder
+    if not ranks.is_main:
+        out, existing = Path(out_dir), latest_checkpoint(Path(out_dir))
+        cfg = {**cfg, "progress": False}
+        logging.getLogger("pyronas").setLevel(logging.WARNING)
+    if ranks.distributed and int(cfg["batch_size"]) % ranks.world_size:
+        raise ConfigError(f"batch_size {cfg['batch_size']} is not a multiple of the "
+                          f"{ranks.world_size} processes (the batch is global: each rank "
+                          "takes an equal share)")
     ident = identity(cfg)
     ident["genotype"] = json.dumps(genotype_as_dict(genotype), sort_keys=True)
-    data = load_retrain_data(cfg, device)
-    training = build_training(cfg, genotype, data, device)
+    data = load_retrain_data(cfg, device, ranks)
+    training = build_training(cfg, genotype, data, device, ranks)
+    try:
+        return _run_epochs(cfg, out, existing, resume, ranks, device, ident, data, training)
+    finally:
+        if ranks.distributed:
+            distributed.stop()
 
+
+def _run_epochs(
+    cfg: Mapping[str, Any], out: Path, existing: Path | None, resume: bool, ranks: Ranks,
+    device: torch.device, ident: dict[str, Any], data: RetrainData, training: Training,
+) -> dict[str, Any]:  # fmt: skip
+    """The epochs of :func:`retrain`, its checkpoints and ``metrics.json`` (rank 0 writes)."""
     epochs = int(cfg["epochs"])
     start_epoch, elapsed = 0, 0.0
     csv_path = out / "metrics.csv"
@@ -798,10 +870,11 @@ def retrain(
         start_epoch, elapsed = _restore(existing, ident, training, data)
         rows = [r for r in _read_csv_rows(csv_path) if int(r["epoch"]) <= start_epoch]
         logger.info("resuming %s after epoch %d of %d", out, start_epoch, epochs)
-    elif resume:
+    elif resume and ranks.is_main:
         logger.warning("no checkpoint in %s; starting from scratch", out)
-    save_resolved_config(cfg, out)
-    _write_csv_rows(csv_path, rows)
+    if ranks.is_main:
+        save_resolved_config(cfg, out)
+        _write_csv_rows(csv_path, rows)
 
     logger.info(
         "retraining %s on %s (%s): %.3f M params, %.1f M mult-adds, %d epochs",
@@ -812,7 +885,7 @@ def retrain(
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         try:
-            row, val_acc = _train_one_epoch(cfg, epoch, training, data, device)
+            row, val_acc = _train_one_epoch(cfg, epoch, training, data, device, ranks)
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"{err}; {_kept(out, epoch)}. {_nan_advice(cfg)}") from err
         except (RuntimeError, MemoryError) as err:
@@ -821,8 +894,9 @@ def retrain(
             raise RetrainOutOfMemoryError(_oom_advice(cfg, device, epoch, out)) from err
         elapsed += time.perf_counter() - t0
         rows.append(row)
-        _write_csv_rows(csv_path, rows)
-        _save(out / CHECKPOINT_NAME, epoch + 1, elapsed, ident, training, data)
+        if ranks.is_main:
+            _write_csv_rows(csv_path, rows)
+            _save(out / CHECKPOINT_NAME, epoch + 1, elapsed, ident, training, data)
         stop = cfg["stop_after_epoch"]
         if stop is not None and epoch + 1 >= int(stop) and epoch + 1 < epochs:
             logger.info("stopping after epoch %d (stop_after_epoch); resume to go on", epoch + 1)
@@ -832,7 +906,10 @@ def retrain(
     test = evaluate(training.model, data.test, device, cfg, cfg["max_eval_batches"])
     elapsed += time.perf_counter() - t0
     metrics = _final_metrics(cfg, test, training, data, device, elapsed, rows, val_acc, ident)
-    atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
+    metrics["world_size"] = ranks.world_size
+    if ranks.is_main:
+        atomic_write_text(json.dumps(metrics, indent=2) + "\n", out / "metrics.json")
+    barrier(ranks)  # metrics.json is there before any rank returns
     logger.info("test error %.2f%% (%s)", metrics["test_error"], out)
     return metrics
 
