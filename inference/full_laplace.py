@@ -374,7 +374,6 @@ class FullLaplace:
             self.mean, curvature, self.num_data, self.prior_precision, self.min_precision
         )
 
-
     def marginal_fit(self) -> DiagonalLaplace:
         """A diagonal posterior with this posterior's MARGINAL variances ``(P^-1)_ii``.
 

@@ -144,6 +144,10 @@ class Type2Config:
         if self.laplace not in LAPLACE_FORMS:
             raise ValueError(f"laplace must be one of {', '.join(LAPLACE_FORMS)}, "
                              f"got {self.laplace!r}")
+        if self.laplace != "diag" and self.curvature_reduction != "mean":
+            raise ValueError(f"laplace {self.laplace!r} uses the mean-loss GGN: "
+                             f"curvature_reduction must be 'mean', got "
+                             f"{self.curvature_reduction!r}")
         if not 0.0 < self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
 
@@ -404,9 +408,6 @@ def _full_posterior(
 ) -> tuple[DiagonalLaplace, float]:
     """Full (or block-diagonal) Laplace fit: its marginal diagonal form and its log evidence."""
     groups = leading_index_groups(state.sites) if cfg.laplace == "block" else None
-    if cfg.curvature_reduction != "mean":
-        raise ValueError("laplace 'full' / 'block' use the mean-loss GGN: "
-                         "curvature_reduction must be 'mean'")
     ggn = ggn_matrix(forward, state.sites, held_out, cfg.likelihood, cfg.noise_std, module,
                      groups=groups)
     with eval_mode(module):

@@ -36,6 +36,7 @@ from typing import Any
 
 from pyronas.config import ConfigError, preset_layers, suggest
 from pyronas.data import DATASETS
+from pyronas.inference.type2 import LAPLACE_FORMS
 
 __all__ = [
     "DATASETS",
@@ -162,7 +163,7 @@ class Type2Settings:
         _engine_default("laplace"), "Laplace posterior over the switches: diag (diagonal of the "
         "curvature), full (full GGN matrix, evidence with its log-determinant, updates from "
         "its marginal variances) or block (block-diagonal per cell type)",
-        choices=("diag", "full", "block"), engine="laplace")
+        choices=LAPLACE_FORMS, engine="laplace")
     threshold: float | None = option(
         _engine_default("threshold"), "prune a switch when its prior variance gamma falls "
         "below this", minimum=0.0, engine="threshold")

@@ -236,3 +236,12 @@ def test_full_laplace_loop_uses_the_full_covariance_on_a_correlated_design(lapla
 def test_laplace_form_is_checked():
     with pytest.raises(ValueError, match="laplace must be one of diag, full, block"):
         Type2Config(laplace="kronecker")
+
+
+def test_full_laplace_needs_the_mean_curvature():
+    from pyronas.inference.type2 import Type2Config
+
+    Type2Config(laplace="diag", curvature_reduction="sum")  # the diagonal form takes either
+    for form in ("full", "block"):
+        with pytest.raises(ValueError, match="curvature_reduction must be 'mean'"):
+            Type2Config(laplace=form, curvature_reduction="sum")
