@@ -953,7 +953,15 @@ def resolved_config(config: str | Path | None, overrides: Mapping[str, Any]) -> 
                  if k not in ("out", "resume", "overwrite")}
     if config is not None:
         return load_config(config, overrides)
-    preset = DATASET_PRESETS.get(str(overrides.get("dataset", "cifar10")), "retrain_cifar10")
+    dataset = str(overrides.get("dataset", "cifar10"))
+    preset = DATASET_PRESETS.get(dataset, "retrain_cifar10")
+    if dataset not in DATASET_PRESETS:
+        logger.warning(
+            "no retraining preset for data set %r: using %s (the CIFAR-10 protocol, sized for "
+            "32 x 32 images and hundreds of epochs); pass --config retrain_digits or "
+            "retrain_fashion_mnist for small images, or a YAML file of your own", dataset,
+            preset,
+        )  # fmt: skip
     try:
         preset_path(preset)
     except ConfigError:

@@ -352,3 +352,18 @@ def test_retrain_cli_on_an_image_folder(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["test_error"] <= 100
     assert metrics["dataset"] == "imagefolder"
+
+
+def test_retrain_without_a_config_says_which_preset_an_imagefolder_gets(caplog):
+    import logging
+
+    from pyronas.train import resolved_config
+
+    with caplog.at_level(logging.WARNING):
+        cfg = resolved_config(None, {"dataset": "imagefolder", "data_dir": "x"})
+    assert "no retraining preset for data set 'imagefolder'" in caplog.text
+    assert "retrain_digits" in caplog.text and cfg["dataset"] == "imagefolder"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        resolved_config(None, {"dataset": "digits"})
+    assert "no retraining preset" not in caplog.text
