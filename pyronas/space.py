@@ -135,10 +135,16 @@ class SearchSpace:
         return (lead, self.num_edges), (lead, self.num_edges, self.num_ops)
 
     def coords(self) -> dict[str, list[str]]:
-        """ArviZ coords for the dims ``cell_type``, ``edge`` (index names) and ``op``."""
+        """ArviZ coords for the dims ``cell_type``, ``edge`` and ``op``.
+
+        The edges are named ``"c_{k-1}->n0"`` when every cell type has the same edges, else by
+        index (``"e0"``, ...; each cell type's names are then in the export's ``edge_name``).
+        """
+        names = [self.edge_names(t) for t in self.cell_types]
+        shared = all(n == names[0] for n in names) and len(set(names[0])) == len(names[0])
         return {
             "cell_type": list(self.cell_types),
-            "edge": [f"e{i}" for i in range(self.num_edges)],
+            "edge": names[0] if shared else [f"e{i}" for i in range(self.num_edges)],
             "op": list(self.ops),
         }
 

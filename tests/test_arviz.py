@@ -242,3 +242,14 @@ def test_bad_posterior_is_named() -> None:
 def test_fixture_writes_valid_json(tmp_path: Path) -> None:
     run = write_run_folder(tmp_path / "run")
     assert json.loads((run / "genotype.json").read_text())["space"] == "bayesnas8"
+
+
+def test_edges_are_named_when_every_cell_type_has_the_same_edges() -> None:
+    from pyronas.space import get_space
+
+    darts = get_space("darts")
+    assert darts.coords()["edge"] == darts.edge_names("normal") == darts.edge_names("reduce")
+    assert darts.coords()["edge"][:2] == ["c_{k-2}->n0", "c_{k-1}->n0"]
+    # the authors' 8-edge cells differ between normal and reduce: indices, names per type
+    assert SPACE.edge_names("normal") != SPACE.edge_names("reduce")
+    assert SPACE.coords()["edge"] == [f"e{i}" for i in range(8)]
