@@ -397,8 +397,10 @@ def test_cli_proxyless_search_and_its_bad_input(tmp_path, capsys):
     out = tmp_path / "px"
     code = main(["proxyless", "--dataset", "digits", "--depth", "8", "--alpha", "8",
                  "--t-max", "1", "--max-batches", "2", "--curvature-batches", "1",
-                 "--fractions", "0.8", "0.1", "0.1", "--device", "cpu", "--out", str(out)])
+                 "--fractions", "0.8", "0.1", "0.1", "--device", "cpu", "--out", str(out),
+                 "--prior-option", "lambda_op=0.005"])
     assert code == 0
+    assert "lambda_op: 0.005" in (out / "config.yaml").read_text()
     assert len(load_tree_genotype(out / "genotype.json").cells) == 3
     assert "run folder" in capsys.readouterr().out
     assert main(["proxyless", "--dataset", "digits", "--depth", "9", "--out",

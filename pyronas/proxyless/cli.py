@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pyronas.config import parse_overrides
 from pyronas.data import DATASETS
 from pyronas.dataclass_flags import add_dataclass_flags, given_fields
 from pyronas.inference import BACKENDS
@@ -54,13 +55,19 @@ def add_proxyless_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     add_dataclass_flags(p, ProxylessSettings, _HELP,
                         choices={"dataset": DATASETS, "backend": sorted(BACKENDS)},
                         metavars={"fractions": ("TRAIN", "SEARCH", "VAL")})
+    p.add_argument("--prior-option", dest="prior_option", action="append", default=None,
+                   metavar="KEY=VALUE", help="an option of the prior's init_hypers "
+                   "(repeatable), e.g. lambda_op=0.005")
     p.set_defaults(handler=run_proxyless_cli)
     return p
 
 
 def run_proxyless_cli(args: argparse.Namespace) -> int:
     """Run the search the flags describe and print ``metrics.json``; returns 0."""
-    result = run_proxyless_search(given_fields(args, ProxylessSettings))
+    settings = given_fields(args, ProxylessSettings)
+    if args.prior_option:
+        settings["prior_options"] = parse_overrides(args.prior_option)
+    result = run_proxyless_search(settings)
     print(json.dumps(result.metrics, indent=2))
     print(f"run folder: {result.out}  (trees: {result.out / 'genotype.json'})")
     return 0
