@@ -728,7 +728,7 @@ def _train_one_epoch(
         data.train.generator.manual_seed(_epoch_seed(int(cfg["seed"]), epoch))
     lr = training.optimizer.param_groups[0]["lr"]
     stats = _train_epoch(training.model, data.train, training.optimizer, training.scaler,
-                         training.criterion, cfg, device, epoch, ranks)  # fmt: skip
+                         training.criterion, cfg, device, epoch, ranks=ranks)  # fmt: skip
     chance = math.log(data.num_classes)
     if stats["train_loss"] > EXPLODED_LOSS * chance:
         raise NonFiniteLossError(
