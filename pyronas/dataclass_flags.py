@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["add_dataclass_flags", "given_fields"]
+__all__ = ["add_dataclass_flags", "check_setting_keys", "given_fields"]
 
 
 def _base_type(annotation: Any) -> Any:
@@ -64,3 +65,15 @@ def given_fields(args: argparse.Namespace, settings: type) -> dict[str, Any]:
     """The fields of ``settings`` given on the command line (the flags not left at ``None``)."""
     names = {f.name for f in dataclasses.fields(settings)}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def check_setting_keys(settings: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise ``ValueError`` for a key of ``values`` that is no field of ``settings``, naming
+    the closest field and all of them (``what``: "compression", "proxyless", ...)."""
+    names = [f.name for f in dataclasses.fields(settings)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown {what} setting {key!r}{hint} (settings: "
+                             f"{', '.join(names)})")

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,8 @@ from pyronas.compress.networks import (
 from pyronas.compress.report import POSTERIOR_FORMAT, compress_to_arviz
 from pyronas.compress.surgery import count_flops, count_weights, prune_units
 from pyronas.config import save_resolved_config
-from pyronas.data import check_dataset_name, load_dataset, make_loader
+from pyronas.data import DeviceBatches, check_dataset_name, load_dataset, make_loader
+from pyronas.dataclass_flags import check_setting_keys
 from pyronas.inference import BACKENDS
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import group_hard
@@ -170,13 +170,7 @@ class CompressSettings:
         """Settings from a flat mapping; an unknown key names the closest valid one."""
         if isinstance(values, CompressSettings):
             return values
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown compression setting {key!r}{hint} (settings: "
-                                 f"{', '.join(names)})")
+        check_setting_keys(cls, values, "compression")
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,22 +188,6 @@ class CompressResult:
     net: nn.Module
     metrics: dict[str, Any]
     state: Type2State
-
-
-class _Batches:
-    """Re-iterable batches of a loader moved to ``device``, at most ``limit`` per pass."""
-
-    def __init__(self, loader: Any, device: torch.device, limit: int | None) -> None:
-        self.loader, self.device, self.limit = loader, device, limit
-
-    def __len__(self) -> int:
-        return len(self.loader) if self.limit is None else min(self.limit, len(self.loader))
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for i, (x, y) in enumerate(self.loader):
-            if self.limit is not None and i >= self.limit:
-                return
-            yield x.to(self.device), y.to(self.device)
 
 
 def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool = True
@@ -297,22 +275,22 @@ def _copy_sites(net: nn.Module, sites: Mapping[str, Tensor]) -> None:
 
 
 def _loaders(settings: CompressSettings, seeds: SeedStreams, device: torch.device
-             ) -> tuple[Any, dict[str, _Batches]]:
+             ) -> tuple[Any, dict[str, DeviceBatches]]:
     splits = load_dataset(settings.dataset, data_dir=settings.data_dir,
                           seed=seeds.seed("splits"), train_size=settings.train_size,
                           fractions=settings.fractions)
     bs, limit = settings.batch_size, settings.max_batches
 
-    def batches(data: Any, stream: str | None, size: int = bs) -> _Batches:
+    def batches(data: Any, stream: str | None, size: int = bs) -> DeviceBatches:
         seed = seeds.seed(stream) if stream else 0
-        return _Batches(make_loader(data, size, shuffle=stream is not None, seed=seed,
+        return DeviceBatches(make_loader(data, size, shuffle=stream is not None, seed=seed,
                                     pin_memory=device.type == "cuda"), device, limit)
 
     return splits, {
         "train": batches(splits.train, "train_order"),
         "search": batches(splits.search, "search_order"),
         "val": batches(splits.val, None, 2 * bs),
-        "test": _Batches(make_loader(splits.test, 2 * bs, shuffle=False, seed=0), device,
+        "test": DeviceBatches(make_loader(splits.test, 2 * bs, shuffle=False, seed=0), device,
                          None if limit is None else 4 * limit),
     }
 

@@ -43,7 +43,7 @@ Module constants are read where they are defined: to point the Fashion-MNIST sea
 patch ``pyronas.data.datasets.SYSTEM_FASHION_MNIST_DIR``, not the name re-exported here.
 """
 
-from pyronas.data.batches import make_loader
+from pyronas.data.batches import DeviceBatches, make_loader
 from pyronas.data.containers import SPLIT_NAMES, DataSplits, ImageFileDataset, TensorImageDataset
 from pyronas.data.custom import dataset_labels, from_torch_datasets
 from pyronas.data.datasets import (
@@ -111,6 +111,7 @@ from pyronas.data.transforms import (
 )
 
 __all__ = [
+    "DeviceBatches",
     "CARVE_SEED_OFFSET",
     "CIFAR10_CLASSES",
     "CIFAR10_FOLDER",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -34,3 +38,21 @@ def make_loader(
         generator=generator,
         persistent_workers=num_workers > 0,
     )
+
+
+class DeviceBatches:
+    """Re-iterable ``(x, y)`` batches of a loader moved to ``device``, at most ``limit`` per
+    pass (``None``: all)."""
+
+    def __init__(self, loader: Iterable[Any], device: torch.device, limit: int | None) -> None:
+        self.loader, self.device, self.limit = loader, device, limit
+
+    def __len__(self) -> int:
+        size = len(self.loader)  # type: ignore[arg-type]
+        return size if self.limit is None else min(self.limit, size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for i, (x, y) in enumerate(self.loader):
+            if self.limit is not None and i >= self.limit:
+                return
+            yield x.to(self.device), y.to(self.device)

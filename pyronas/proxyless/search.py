@@ -21,12 +21,11 @@ Run folder::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ import torch
 from torch import Tensor
 
 from pyronas.config import save_resolved_config
-from pyronas.data import check_dataset_name, load_dataset, make_loader
+from pyronas.data import DeviceBatches, check_dataset_name, load_dataset, make_loader
+from pyronas.dataclass_flags import check_setting_keys
 from pyronas.inference import BACKENDS
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import load_prior
@@ -127,13 +127,7 @@ class ProxylessSettings:
         """Settings from a flat mapping; an unknown key names the closest valid one."""
         if isinstance(values, ProxylessSettings):
             return values
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown proxyless setting {key!r}{hint} (settings: "
-                                 f"{', '.join(names)})")
+        check_setting_keys(cls, values, "proxyless")
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,29 +147,13 @@ class ProxylessResult:
     state: Type2State
 
 
-class _Batches:
-    """Re-iterable batches of a loader on ``device``, at most ``limit`` per pass."""
-
-    def __init__(self, loader: Any, device: torch.device, limit: int | None) -> None:
-        self.loader, self.device, self.limit = loader, device, limit
-
-    def __len__(self) -> int:
-        return len(self.loader) if self.limit is None else min(self.limit, len(self.loader))
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for i, (x, y) in enumerate(self.loader):
-            if self.limit is not None and i >= self.limit:
-                return
-            yield x.to(self.device), y.to(self.device)
-
-
 def alive_ops(masks: Mapping[str, Tensor]) -> Tensor:
     """``(block, edge, op)``: the op's switch and its edge's switch both survived."""
     return masks["op_switch"] & masks["edge_switch"].unsqueeze(-1)
 
 
 @torch.no_grad()
-def _accuracy(net: ProxylessSuperNet, sites: Mapping[str, Tensor], batches: _Batches) -> float:
+def _accuracy(net: ProxylessSuperNet, sites: Mapping[str, Tensor], batches: DeviceBatches) -> float:
     net.eval()
     correct = total = 0
     for x, y in batches:
@@ -213,11 +191,11 @@ def run_proxyless_search(cfg: ProxylessSettings | Mapping[str, Any],
     out.mkdir(parents=True, exist_ok=True)
     save_resolved_config({"proxyless": settings.to_dict()}, out, seed=settings.seed)
 
-    def batches(data: Any, stream: str | None) -> _Batches:
+    def batches(data: Any, stream: str | None) -> DeviceBatches:
         loader = make_loader(data, settings.batch_size, shuffle=stream is not None,
                              seed=seeds.seed(stream) if stream else 0,
                              pin_memory=device.type == "cuda")
-        return _Batches(loader, device, settings.max_batches)
+        return DeviceBatches(loader, device, settings.max_batches)
 
     train, search, val = (batches(splits.train, "train_order"),
                           batches(splits.search, "search_order"), batches(splits.val, None))
