@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pyronas.distributed import refuse_data_parallel
 from pyronas.search import run_search
 from pyronas.settings import STRATEGY_NAMES, SearchSettings
 from pyronas.strategies import STRATEGIES
@@ -27,6 +28,7 @@ def run_strategy(
 ) -> Any:
     """Run the strategy the settings name (``strategy.name``) into ``out_dir`` (default
     ``run.out``)."""
+    refuse_data_parallel("a search")
     settings = SearchSettings.from_mapping(settings)
     return RUNNERS[settings.strategy.name](settings, out_dir)
 

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["Ranks", "ShardedBatchSampler", "all_reduce_sum", "barrier", "start", "stop"]
+__all__ = ["Ranks", "ShardedBatchSampler", "all_reduce_sum", "barrier", "refuse_data_parallel",
+           "start", "stop"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,16 @@ def start(device: torch.device) -> tuple[Ranks, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ranks, device
+
+
+def refuse_data_parallel(what: str) -> None:
+    """Raise ``ValueError`` when started by ``torchrun`` with several processes: ``what``
+    (a search, a compression) runs in one process, and N copies would write one run folder."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world > 1:
+        raise ValueError(f"{what} runs in one process, but torchrun started {world} "
+                         f"(WORLD_SIZE={world}); start it without torchrun (only retraining "
+                         "is data-parallel)")
 
 
 def stop() -> None:

@@ -116,3 +116,18 @@ def _retrain_stopped(tmp_path) -> float:
             assert not (out / "metrics.json").exists()
             config.write_text(yaml.safe_dump(TINY))
     return json.loads((out / "metrics.json").read_text())["test_error"]
+
+
+@pytest.mark.parametrize("command", [
+    ["search", "--dataset", "digits"],
+    ["proxyless", "--dataset", "digits", "--depth", "8"],
+    ["compress", "--dataset", "digits"],
+])
+def test_single_process_commands_refuse_torchrun(command, tmp_path, monkeypatch, capsys):
+    from pyronas.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "run"
+    assert main([*command, "--out", str(out)]) == 2
+    assert "torchrun started 2" in capsys.readouterr().err
+    assert not out.exists()

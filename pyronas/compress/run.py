@@ -65,6 +65,7 @@ from pyronas.compress.surgery import count_flops, count_weights, prune_units
 from pyronas.config import save_resolved_config
 from pyronas.data import DeviceBatches, check_dataset_name, load_dataset, make_loader
 from pyronas.dataclass_flags import check_setting_keys
+from pyronas.distributed import refuse_data_parallel
 from pyronas.inference import BACKENDS
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import group_hard
@@ -319,6 +320,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         Bad settings, or the prior pruned every unit of a layer (try a smaller
         ``lambda_weight``).
     """
+    refuse_data_parallel("a compression")
     settings = CompressSettings.from_mapping(cfg)
     out = Path(out_dir or settings.out or time.strftime("runs/compress-%Y%m%d-%H%M%S"))
     if (out / "metrics.json").exists():

@@ -36,6 +36,7 @@ from torch import Tensor
 from pyronas.config import save_resolved_config
 from pyronas.data import DeviceBatches, check_dataset_name, load_dataset, make_loader
 from pyronas.dataclass_flags import check_setting_keys
+from pyronas.distributed import refuse_data_parallel
 from pyronas.inference import BACKENDS
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import load_prior
@@ -175,6 +176,7 @@ def run_proxyless_search(cfg: ProxylessSettings | Mapping[str, Any],
     ValueError
         Bad settings.
     """
+    refuse_data_parallel("a proxyless search")
     settings = ProxylessSettings.from_mapping(cfg)
     prior = load_prior(settings.prior)
     out = Path(out_dir or settings.out or time.strftime("runs/proxyless-%Y%m%d-%H%M%S"))
