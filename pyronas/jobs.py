@@ -106,6 +106,42 @@ def _call(job: Job, num_threads: int | None) -> Any:
     return job.func(**job.kwargs)
 
 
+def _run_in_flight(
+    jobs: Sequence[Job],
+    too_late: Callable[[], bool],
+    slots: int,
+    submit: Callable[[Job], Any],
+    next_done: Callable[[list[Any]], Any],
+    result: Callable[[Any], Any],
+) -> dict[str, Any]:
+    """Keep up to ``slots`` jobs running, submitting in order until ``too_late()``.
+
+    ``submit(job)`` starts a job and returns its handle, ``next_done(handles)`` waits for one of
+    them to finish and ``result(handle)`` returns its value or raises its error. A job that
+    raised is logged with its label and left out; returns ``label -> result``.
+    """
+    results: dict[str, Any] = {}
+    pending = list(jobs)
+    running: dict[Any, Job] = {}
+    while pending or running:
+        while pending and len(running) < slots and not too_late():
+            job = pending.pop(0)
+            running[submit(job)] = job
+        if pending and too_late():
+            for job in pending:
+                log.warning("deadline reached; %s not started", job.label)
+            pending = []
+        if not running:
+            break
+        finished = next_done(list(running))
+        job = running.pop(finished)
+        try:
+            results[job.label] = result(finished)
+        except Exception:
+            log.exception("job %s failed", job.label)
+    return results
+
+
 class LocalExecutor:
     """Jobs on this machine: in this process (``workers == 1``) or in ``workers`` processes.
 
@@ -133,25 +169,12 @@ class LocalExecutor:
             return results
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
-            pending = list(jobs)
-            running = {}
-            while pending or running:
-                while pending and len(running) < self.workers and not too_late():
-                    job = pending.pop(0)
-                    running[pool.submit(_call, job, self.num_threads)] = job
-                if pending and too_late():
-                    for job in pending:
-                        log.warning("deadline reached; %s not started", job.label)
-                    pending = []
-                if not running:
-                    break
-                finished = next(as_completed(running))
-                job = running.pop(finished)
-                try:
-                    results[job.label] = finished.result()
-                except Exception:
-                    log.exception("job %s failed", job.label)
-        return results
+            return _run_in_flight(
+                jobs, too_late, self.workers,
+                submit=lambda job: pool.submit(_call, job, self.num_threads),
+                next_done=lambda running: next(as_completed(running)),
+                result=lambda future: future.result(),
+            )  # fmt: skip
 
 
 class RayExecutor:
@@ -199,26 +222,12 @@ class RayExecutor:
         task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job,
                           max_retries=0)(_call)
         threads = max(1, int(self.cpus_per_job))
-        results: dict[str, Any] = {}
-        pending = list(jobs)
-        running: dict[Any, Job] = {}
-        while pending or running:
-            while pending and len(running) < self.max_in_flight and not too_late():
-                job = pending.pop(0)
-                running[task.remote(job, threads)] = job
-            if pending and too_late():
-                for job in pending:
-                    log.warning("deadline reached; %s not started", job.label)
-                pending = []
-            if not running:
-                break
-            (finished,), _ = ray.wait(list(running), num_returns=1)
-            job = running.pop(finished)
-            try:
-                results[job.label] = ray.get(finished)
-            except Exception:
-                log.exception("job %s failed", job.label)
-        return results
+        return _run_in_flight(
+            jobs, too_late, self.max_in_flight,
+            submit=lambda job: task.remote(job, threads),
+            next_done=lambda running: ray.wait(running, num_returns=1)[0][0],
+            result=ray.get,
+        )  # fmt: skip
 
 
 EXECUTORS = ("local", "ray")

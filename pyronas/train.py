@@ -842,10 +842,6 @@ def retrain(
         out, existing = Path(out_dir), latest_checkpoint(Path(out_dir))
         cfg = {**cfg, "progress": False}
         logging.getLogger("pyronas").setLevel(logging.WARNING)
-    if ranks.distributed and int(cfg["batch_size"]) % ranks.world_size:
-        raise ConfigError(f"batch_size {cfg['batch_size']} is not a multiple of the "
-                          f"{ranks.world_size} processes (the batch is global: each rank "
-                          "takes an equal share)")
     ident = identity(cfg)
     ident["genotype"] = json.dumps(genotype_as_dict(genotype), sort_keys=True)
     data = load_retrain_data(cfg, device, ranks)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ import numpy as np
 import torch
 
 from pyronas.arviz_export import LAPLACE_DRAWS, LAPLACE_DRAWS_NOTE, arviz_from_dict
-
-log = logging.getLogger(__name__)
 
 __all__ = ["analyze_compress_run", "compress_to_arviz", "is_compress_run", "layer_rows"]
 
@@ -109,15 +106,19 @@ def compress_to_arviz(posterior: Mapping[str, Any], num_chains: int = 2, num_dra
         kept = _kept_weights(posterior["alive"][site], posterior["mean"][site].shape)
         mean = posterior["mean"][site].detach().cpu().double() * kept
         sd = posterior["var"][site].detach().cpu().double().clamp_min(0).sqrt() * kept
-        for grouping, gamma in posterior["gamma_group"][site].items():
+        groupings = posterior["gamma_group"][site]
+        norms = {g: np.empty((num_chains, num_draws, len(gamma)))
+                 for g, gamma in groupings.items()}
+        for chain in range(num_chains):  # one weight draw gives every grouping's norms
+            noise = torch.randn((num_draws, *mean.shape), generator=generator,
+                                dtype=torch.float64)
+            weights = mean + sd * noise
+            for grouping in groupings:
+                norms[grouping][chain] = _unit_norms(weights, grouping, 1).numpy()
+        for grouping, gamma in groupings.items():
             dim = f"{name}_{grouping}"
             coords[dim] = np.arange(len(gamma))
-            norms = np.empty((num_chains, num_draws, len(gamma)))
-            for chain in range(num_chains):
-                noise = torch.randn((num_draws, *mean.shape), generator=generator,
-                                    dtype=torch.float64)
-                norms[chain] = _unit_norms(mean + sd * noise, grouping, 1).numpy()
-            draws[f"{dim}_norm"] = norms
+            draws[f"{dim}_norm"] = norms[grouping]
             dims[f"{dim}_norm"] = [dim]
             alive = posterior["alive"][site][grouping]
             for key, value in (("gamma", gamma), ("omega", posterior["omega"][site][grouping]),
