@@ -6,15 +6,21 @@ iteration past the budget) and records, at the end of every type-II iteration, t
 resident set size (``VmRSS``) and its high-water mark (``VmHWM``), plus CUDA's allocated and
 peak bytes on a GPU. A leak shows as a resident size that grows with the iterations after the
 first few (allocator warm-up). Data: Fashion-MNIST when installed (28 x 28, real images), else
-digits; ``--image-size 32`` resizes them to CIFAR-10's 32 x 32 (one channel).
+digits; ``--image-size 32`` resizes them to CIFAR-10's 32 x 32 (one channel), and ``--rgb``
+writes them as 32 x 32 RGB PNG files (the grey value on all three channels) read through the
+``imagefolder`` data set: the CIFAR-10 shape, 3 x 32 x 32, with real images.
+``--memory-cap-gib`` limits the process's address space (``RLIMIT_AS``): a leak then ends the
+run with an out-of-memory error instead of slowing the machine.
 
     python benchmarks/search_memory.py --minutes 30 [--device cuda] [--image-size 32]
+    python benchmarks/search_memory.py --minutes 30 --rgb --memory-cap-gib 16
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import tempfile
 import threading
 import time
@@ -31,6 +37,26 @@ def _status_kb(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def write_rgb_tree(dataset: str, root: Path, count: int) -> None:
+    """Write ``count`` training images of ``dataset`` as 32 x 32 RGB PNG files into an
+    ImageFolder tree ``root/<label>/<index>.png`` (grey value repeated on three channels)."""
+    import numpy as np
+    from PIL import Image
+
+    splits = load_dataset(dataset, seed=0, train_size=count, image_size=32)
+    loader = torch.utils.data.DataLoader(splits.train, batch_size=256)
+    written = 0
+    for x, y in loader:
+        for image, label in zip(x, y, strict=True):
+            grey = image[0].numpy()
+            scaled = (255 * (grey - grey.min()) / max(float(grey.max() - grey.min()), 1e-8))
+            rgb = np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=-1)
+            folder = root / f"class{int(label)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(folder / f"{written}.png")
+            written += 1
 
 
 class IterationMemory(logging.Handler):
@@ -63,7 +89,14 @@ def main() -> None:
     parser.add_argument("--train-size", dest="train_size", type=int, default=1000)
     parser.add_argument("--image-size", dest="image_size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rgb", action="store_true",
+                        help="3 x 32 x 32 RGB images (the CIFAR-10 shape) via imagefolder")
+    parser.add_argument("--memory-cap-gib", dest="memory_cap_gib", type=float, default=None,
+                        help="address-space limit of this process (RLIMIT_AS), GiB")
     args = parser.parse_args()
+    if args.memory_cap_gib is not None:
+        cap = int(args.memory_cap_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     torch.set_num_threads(args.threads)
     from pyronas.search import run_search
 
@@ -78,6 +111,11 @@ def main() -> None:
                 "progress": False}
     if args.image_size is not None:
         settings["image_size"] = args.image_size
+    folder = tempfile.TemporaryDirectory()
+    if args.rgb:
+        write_rgb_tree(dataset, Path(folder.name), 2 * args.train_size)
+        settings.update(dataset="imagefolder", data_dir=folder.name)
+        settings.pop("image_size", None)
     start = time.perf_counter()
     handler = IterationMemory(args.device, start, 60 * args.minutes)
     logging.getLogger("pyronas").addHandler(handler)
@@ -87,9 +125,13 @@ def main() -> None:
             run_search(settings, Path(tmp) / "search")
         except KeyboardInterrupt:
             pass
+    folder.cleanup()
     rows = handler.rows
-    print(f"\n{dataset}, darts space, 8 cells, C 16, batch 32, {args.train_size} images, "
-          f"device {args.device}, {args.threads} thread(s)")
+    shape = "3 x 32 x 32 RGB" if args.rgb else f"image size {args.image_size or 'native'}"
+    cap = "" if args.memory_cap_gib is None else f", address space capped at " \
+        f"{args.memory_cap_gib:g} GiB"
+    print(f"\n{dataset} ({shape}), darts space, 8 cells, C 16, batch 32, {args.train_size} "
+          f"images, device {args.device}, {args.threads} thread(s){cap}")
     print("| iteration | seconds | RSS (MiB) | RSS high-water (MiB) |")
     print("| --- | --- | --- | --- |")
     for r in rows:

@@ -22,10 +22,18 @@ One iteration (Algorithm 1 of BayesNAS, in generic form):
 The loop knows nothing about what the sites mean; the caller passes the model module, the
 network, the data loaders and, optionally, a forward function and a callback that receives a
 record per iteration (to print, write metrics or checkpoint).
+
+Data parallelism: with ``average`` (an in-place mean over the processes of a data-parallel run,
+each of which holds an equal share of every batch) the loop averages, once per step, the
+gradients of the weights and sites with the batch loss; once per iteration the curvature (or
+the GGN matrix) and the log likelihood of the held-out batches; and the gradients of the
+evidence-gradient hyperparameter update. Every process then computes the same Laplace fit,
+the same hyperparameters and the same pruning, and the sites stay identical everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -55,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor]
 Callback = Callable[[dict[str, Any], "Type2State"], None]
+Average = Callable[[list[Tensor]], None]
+"""In-place mean of tensors over the processes of a data-parallel run."""
 
 
 LAPLACE_FORMS = ("diag", "full", "block")
@@ -157,7 +167,10 @@ class Type2State:
     """Everything the loop carries between iterations (passed to the callback, returned).
 
     ``sites`` are leaf tensors (trained in place); ``masks[site]`` is True for live elements;
-    ``posterior`` the last Laplace fit; ``records`` one dict per iteration.
+    ``posterior`` the last Laplace fit (for the full and block forms: its marginals);
+    ``precision_tril`` the lower Cholesky factor ``(D, D)`` of the last full (or block)
+    posterior precision over all site elements (sites in mapping order, each row-major), None
+    for the diagonal form; ``records`` one dict per iteration.
     """
 
     sites: dict[str, Tensor]
@@ -167,6 +180,7 @@ class Type2State:
     records: list[dict[str, Any]] = field(default_factory=list)
     iteration: int = 0
     optimizer: torch.optim.Optimizer | None = None
+    precision_tril: Tensor | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,8 +229,14 @@ def _map_epoch(
     cfg: Type2Config,
     train_sites: bool,
     desc: str,
+    average: Average | None = None,
 ) -> float:
-    """One pass of SGD over ``batches``; returns the mean objective."""
+    """One pass of SGD over ``batches``; returns the mean objective.
+
+    With ``average`` the gradients and the loss are averaged over the processes before the
+    step (one all-reduce per batch), and the finiteness check reads the averaged loss, so
+    every process stops at the same batch.
+    """
     if isinstance(net, nn.Module):
         net.train()
     device = next(iter(state.sites.values())).device
@@ -231,11 +251,17 @@ def _map_epoch(
         loss = map_objective(model, net, state.sites, x, y, state.hypers, num_data,
                              include_penalty=proximal is None)
         value = float(loss.detach())
-        if not math.isfinite(value):
+        if average is None and not math.isfinite(value):
             raise FloatingPointError(
                 f"the MAP objective became {value} at batch {count + 1} of {desc}"
             )
         loss.backward()
+        if average is not None:
+            value = _average_step(average, loss, weights + sites)
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the MAP objective became {value} at batch {count + 1} of {desc}"
+                )
         for name, site in state.sites.items():
             if not train_sites:
                 site.grad = None
@@ -261,6 +287,15 @@ def _map_epoch(
     if count == 0:
         raise ValueError("a MAP epoch got no batches")
     return total / count
+
+
+def _average_step(average: Average, loss: Tensor, tensors: list[Tensor]) -> float:
+    """Average the batch loss and the gradients of ``tensors`` over the processes (a tensor
+    without a gradient has none on every process: the same ops are pruned everywhere)."""
+    grads = [t.grad for t in tensors if t.grad is not None]
+    value = loss.detach().reshape(1).to(grads[0].dtype if grads else loss.dtype).clone()
+    average([value, *grads])
+    return float(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,11 +341,13 @@ def evidence_gradient_update(
     num_data: int,
     steps: int,
     lr: float,
+    average: Average | None = None,
 ) -> dict[str, Any]:
     """Maximise the Laplace log evidence over the learnable (positive) hyperparameters.
 
     Adam on the logarithms of the hyperparameters, at fixed MAP sites and curvature; the log
-    likelihood uses the first batch only (it rarely depends on the hyperparameters).
+    likelihood uses the first batch only (it rarely depends on the hyperparameters). With
+    ``average`` the gradients are averaged over the processes, so all take the same steps.
     """
     learnable = _learnable(hypers)
     if not learnable:
@@ -342,6 +379,8 @@ def evidence_gradient_update(
         optimizer.zero_grad(set_to_none=True)
         for log_value, g in zip(logs, grads, strict=True):
             log_value.grad = torch.zeros_like(log_value) if g is None else g
+        if average is not None:
+            average([log_value.grad for log_value in logs])
         optimizer.step()
     out = hypers
     for (path, value), log_value, is_free in zip(learnable, logs, free, strict=True):
@@ -405,17 +444,23 @@ def default_forward(net: Any, site_names: Iterable[str]) -> ForwardFn:
 def _full_posterior(
     model: Any, net: Any, module: nn.Module | None, forward: ForwardFn, state: Type2State,
     held_out: list[Batch], mean: dict[str, Tensor], num_data: int, cfg: Type2Config,
-) -> tuple[DiagonalLaplace, float]:
-    """Full (or block-diagonal) Laplace fit: its marginal diagonal form and its log evidence."""
+    average: Average | None = None,
+) -> tuple[DiagonalLaplace, float, Tensor]:
+    """Full (or block-diagonal) Laplace fit: its marginal diagonal form, its log evidence and
+    the Cholesky factor of its precision."""
     groups = leading_index_groups(state.sites) if cfg.laplace == "block" else None
     ggn = ggn_matrix(forward, state.sites, held_out, cfg.likelihood, cfg.noise_std, module,
                      groups=groups)
     with eval_mode(module):
         terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
+    if average is not None:
+        log_lik = terms.log_lik.detach().reshape(1).clone()
+        average([ggn, log_lik])
+        terms = dataclasses.replace(terms, log_lik=log_lik[0])
     prior_precision = {k: torch.as_tensor(p).detach() for k, p in terms.prior_precision.items()}
     full = fit_full_laplace(mean, ggn, num_data, prior_precision)
     evidence = float(full.log_evidence(terms.log_lik.detach(), terms.log_prior.detach()))
-    return full.marginal_fit(), evidence
+    return full.marginal_fit(), evidence, full.precision_tril.detach()
 
 
 def _num_batches(loader: Iterable[Batch]) -> int:
@@ -439,6 +484,7 @@ def run_type2(
     warmup_loader: Iterable[Batch] | None = None,
     resume: Mapping[str, Any] | None = None,
     before_curvature: Callable[[Type2State], None] | None = None,
+    average: Average | None = None,
 ) -> Type2State:
     """Alternate MAP training, Laplace fit, hyperparameter update and pruning.
 
@@ -473,8 +519,15 @@ def run_type2(
         Continue a run: ``{"sites", "masks", "hypers", "records", "iteration",
         "optimizer"}`` as saved from a :class:`Type2State` (``optimizer`` is the SGD
         ``state_dict``), optionally ``"posterior"`` (the fields of the last
-        :class:`DiagonalLaplace`, kept when no iteration is left to run). The warm-up is not
+        :class:`DiagonalLaplace`, kept when no iteration is left to run) and
+        ``"precision_tril"`` (:attr:`Type2State.precision_tril`). The warm-up is not
         repeated and the loop starts at ``iteration + 1``.
+    before_curvature : callable, optional
+        ``before_curvature(state)`` before each curvature and Laplace fit.
+    average : callable, optional
+        Data parallelism: ``average(tensors)`` replaces each tensor by its mean over the
+        processes, in place (:func:`pyronas.distributed.average_`); each process's loaders
+        give its share of every batch (see the module docstring).
 
     Returns
     -------
@@ -500,6 +553,7 @@ def run_type2(
         state.iteration = int(resume["iteration"])
         if resume.get("posterior") is not None:
             state.posterior = DiagonalLaplace(**resume["posterior"])
+        state.precision_tril = resume.get("precision_tril")
 
     groups = []
     if _weights(net):
@@ -518,7 +572,7 @@ def run_type2(
             warmup_loader = itertools.islice(train_loader, skip)
         if state.iteration == 0:
             _map_epoch(model, net, state, warmup_loader, num_data, optimizer, cfg,
-                       train_sites=False, desc="warm-up")
+                       train_sites=False, desc="warm-up", average=average)
 
     for t in range(state.iteration + 1, cfg.t_max + 1):
         start = time.perf_counter()
@@ -526,7 +580,8 @@ def run_type2(
         for epoch in range(cfg.epochs_per_iter):
             batches = itertools.islice(train_loader, skip, None) if skip else train_loader
             objective = _map_epoch(model, net, state, batches, num_data, optimizer, cfg,
-                                   train_sites=True, desc=f"iter {t} epoch {epoch + 1}")
+                                   train_sites=True, desc=f"iter {t} epoch {epoch + 1}",
+                                   average=average)
 
         if before_curvature is not None:
             before_curvature(state)
@@ -540,13 +595,18 @@ def run_type2(
             )
             with eval_mode(module):
                 terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
+            if average is not None:
+                curvature = {k: v.detach().clone() for k, v in curvature.items()}
+                log_lik = terms.log_lik.detach().reshape(1).clone()
+                average([*curvature.values(), log_lik])
+                terms = dataclasses.replace(terms, log_lik=log_lik[0])
             state.posterior = fit_diagonal_laplace(mean, curvature, num_data,
                                                    terms.prior_precision)
             evidence = float(log_evidence(terms.log_lik, terms.log_prior,
                                           state.posterior.precision))
         else:
-            state.posterior, evidence = _full_posterior(model, net, module, forward, state,
-                                                        held_out, mean, num_data, cfg)
+            state.posterior, evidence, state.precision_tril = _full_posterior(
+                model, net, module, forward, state, held_out, mean, num_data, cfg, average)
             curvature = state.posterior.curvature
 
         update = getattr(model, "update_hypers", None)
@@ -557,7 +617,7 @@ def run_type2(
             with eval_mode(module):
                 state.hypers = evidence_gradient_update(
                     model, net, held_out, mean, state.hypers, curvature, num_data,
-                    cfg.hyper_steps, cfg.hyper_lr,
+                    cfg.hyper_steps, cfg.hyper_lr, average,
                 )
             how = "evidence_gradient" if _learnable(state.hypers) else "none"
         refresh = getattr(model, "effective_gamma", None)

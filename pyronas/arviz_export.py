@@ -172,7 +172,11 @@ def is_tied(posterior: Mapping[str, Any]) -> bool:
 def posterior_draws(
     posterior: Mapping[str, Any], num_chains: int = 2, num_draws: int = 250, seed: int = 0
 ) -> dict[str, Tensor]:
-    """Draws from the diagonal Laplace posterior of every switch site.
+    """Draws from the Laplace posterior of every switch site.
+
+    With a ``precision_tril`` (a search with ``--laplace full | block``) the draws come from the
+    joint Gaussian ``N(mean, (L L^T)^-1)`` over all switches, so they carry its correlations;
+    otherwise from the diagonal Gaussian ``N(mean, var)``.
 
     Parameters
     ----------
@@ -192,12 +196,31 @@ def posterior_draws(
     if num_chains < 1 or num_draws < 1:
         raise ValueError(f"need num_chains >= 1 and num_draws >= 1, got {num_chains}, {num_draws}")
     gen = torch.Generator().manual_seed(int(seed))
+    tril = posterior.get("precision_tril") if hasattr(posterior, "get") else None
+    if tril is not None:
+        return _joint_draws(posterior, tril, num_chains, num_draws, gen)
     out = {}
     for site in SITES:
         mean = posterior["mean"][site].detach().cpu().to(torch.float64)
         sd = posterior["var"][site].detach().cpu().to(torch.float64).clamp_min(0).sqrt()
         eps = torch.randn((num_chains, num_draws, *mean.shape), generator=gen, dtype=torch.float64)
         draws = mean + sd * eps
+        out[site] = torch.where(_alive(posterior, site), draws, torch.zeros_like(draws))
+    return out
+
+
+def _joint_draws(posterior: Mapping[str, Any], tril: Tensor, num_chains: int, num_draws: int,
+                 gen: torch.Generator) -> dict[str, Tensor]:
+    """``mean + L^-T z`` with ``z ~ N(0, I)``: draws of covariance ``(L L^T)^-1``."""
+    tril = torch.as_tensor(tril).detach().cpu().to(torch.float64)
+    means = [posterior["mean"][site].detach().cpu().to(torch.float64) for site in SITES]
+    z = torch.randn((num_chains * num_draws, tril.shape[0]), generator=gen, dtype=torch.float64)
+    offsets = torch.linalg.solve_triangular(tril.T, z.T, upper=True).T  # (draws, D)
+    out, start = {}, 0
+    for site, mean in zip(SITES, means, strict=True):
+        n = mean.numel()
+        draws = mean + offsets[:, start:start + n].reshape(num_chains, num_draws, *mean.shape)
+        start += n
         out[site] = torch.where(_alive(posterior, site), draws, torch.zeros_like(draws))
     return out
 

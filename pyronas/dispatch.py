@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pyronas.distributed import refuse_data_parallel
+from pyronas.distributed import ranks_from_env, refuse_data_parallel
 from pyronas.search import run_search
 from pyronas.settings import STRATEGY_NAMES, SearchSettings
 from pyronas.strategies import STRATEGIES
@@ -27,9 +27,10 @@ def run_strategy(
     settings: SearchSettings | Mapping[str, Any], out_dir: str | Path | None = None
 ) -> Any:
     """Run the strategy the settings name (``strategy.name``) into ``out_dir`` (default
-    ``run.out``)."""
-    refuse_data_parallel("a search")
+    ``run.out``). BayesNAS runs data-parallel under ``torchrun``; the baselines refuse it."""
     settings = SearchSettings.from_mapping(settings)
+    if settings.strategy.name != "bayesnas":
+        refuse_data_parallel(f"a {settings.strategy.name} search")
     return RUNNERS[settings.strategy.name](settings, out_dir)
 
 
@@ -53,6 +54,8 @@ def run_search_cli(
     settings = load_search_settings(config_path, overrides)
     table = open_table(nb201, nb201_epochs) if nb201 is not None or nb201_epochs != 12 else None
     result = run_strategy(settings)
+    if not ranks_from_env().is_main:  # a data-parallel search: rank 0 reports
+        return 0
     print(f"genotype: {compact_genotype(result.genotype)}")
     try:
         entry = run_lookup(result.out_dir, table, write=table is not None)

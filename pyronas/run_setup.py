@@ -36,6 +36,7 @@ import torch
 from pyronas.checkpoint import capture_rng_state, restore_rng_state
 from pyronas.config import save_resolved_config
 from pyronas.data import DataSplits, load_dataset, make_loader
+from pyronas.distributed import Ranks, ShardedBatchSampler
 from pyronas.runs import (
     RUN_FILE,
     MetricsCSV,
@@ -136,9 +137,12 @@ class RunContext:
         ``metrics.csv`` of the run folder.
     splits, net, loaders
         Data splits, supernet and loaders (``train``, ``search``, ``val``; ``warmup`` for the
-        released schedule); None / empty when the strategy trains nothing.
+        released schedule); None / empty when the strategy trains nothing. In a data-parallel
+        run each loader gives this rank's share of every batch.
     seconds_before
         Search seconds of the earlier processes of a resumed run (0 for a new run).
+    ranks
+        This process's rank in a data-parallel run (rank 0 of 1 otherwise); rank 0 writes.
     """
 
     settings: SearchSettings
@@ -152,6 +156,7 @@ class RunContext:
     net: SuperNet | None = None
     loaders: dict[str, Any] = field(default_factory=dict)
     seconds_before: float = 0.0
+    ranks: Ranks = field(default_factory=Ranks)
 
     def seconds(self) -> float:
         """Search seconds so far: this process since :attr:`start` plus
@@ -321,19 +326,30 @@ def restore_run_rng(state: Mapping[str, Any], loaders: Mapping[str, Any]) -> Non
 
 def build_loaders(
     splits: DataSplits, settings: SearchSettings, seeds: SeedStreams, device: torch.device,
-    warmup: bool = False,
+    warmup: bool = False, ranks: Ranks | None = None,
 ) -> dict[str, Any]:
     """The ``train``, ``search`` and ``val`` loaders (``val`` with twice the batch size).
 
     With ``warmup`` (the authors' released schedule) the training split is cut in two: 10% for
-    the ``warmup`` loader, the rest for ``train``.
+    the ``warmup`` loader, the rest for ``train``. With ``ranks`` of a data-parallel run each
+    loader gives this rank's slice of every batch the single-process loader would give
+    (:class:`~pyronas.distributed.ShardedBatchSampler`, drawing from the same seeded
+    generator).
     """
     pin = device.type == "cuda"
     bs = settings.training.batch_size
+    sharded = ranks is not None and ranks.distributed
 
     def loader(data: Any, stream: str, shuffle: bool = True, batch_size: int = bs) -> Any:
-        return make_loader(data, batch_size, shuffle=shuffle, seed=seeds.seed(stream),
-                           pin_memory=pin)
+        single = make_loader(data, batch_size, shuffle=shuffle, seed=seeds.seed(stream),
+                             pin_memory=pin)
+        if not sharded:
+            return single
+        assert ranks is not None
+        sampler = ShardedBatchSampler(len(data), batch_size, ranks,
+                                      single.generator if shuffle else None)
+        return torch.utils.data.DataLoader(data, batch_sampler=sampler,
+                                           generator=single.generator, pin_memory=pin)
 
     train: Any = splits.train
     loaders = {}
@@ -352,7 +368,8 @@ def build_loaders(
 
 
 def prepare_run(
-    settings: SearchSettings, out: Path, *, data: bool = True, warmup: bool = False
+    settings: SearchSettings, out: Path, *, data: bool = True, warmup: bool = False,
+    ranks: Ranks | None = None, device: torch.device | None = None,
 ) -> RunContext:
     """Resolve the device, create the run folder, seed, and build space, data and supernet.
 
@@ -367,6 +384,9 @@ def prepare_run(
         train nothing).
     warmup
         Also build the ``warmup`` loader of the released schedule.
+    ranks, device
+        A data-parallel run: this process's rank (only rank 0 writes ``config.yaml``; the
+        loaders are sharded) and the device :func:`pyronas.distributed.start` gave it.
 
     Returns
     -------
@@ -374,15 +394,18 @@ def prepare_run(
         Everything a strategy needs; ``config.yaml`` is written.
     """
     start = time.perf_counter()
-    device = resolve_device(settings.run.device)  # before any folder is written
+    ranks = ranks or Ranks()
+    device = device or resolve_device(settings.run.device)  # before any folder is written
     space = get_space(settings.supernet.space)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(settings.to_dict(), out, seed=settings.run.seed)
+    if ranks.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(settings.to_dict(), out, seed=settings.run.seed)
     if settings.run.num_threads:
         torch.set_num_threads(settings.run.num_threads)
     seeds = SeedStreams(settings.run.seed)
     seed_everything(seeds.seed("torch"))
-    ctx = RunContext(settings, out, device, seeds, space, start, MetricsCSV(out / "metrics.csv"))
+    ctx = RunContext(settings, out, device, seeds, space, start, MetricsCSV(out / "metrics.csv"),
+                     ranks=ranks)
     if not data:
         return ctx
     d = settings.data
@@ -394,5 +417,5 @@ def prepare_run(
         num_classes=ctx.splits.num_classes, in_channels=ctx.splits.in_channels,
         tied=settings.supernet.tied,
     ).to(device)
-    ctx.loaders = build_loaders(ctx.splits, settings, seeds, device, warmup=warmup)
+    ctx.loaders = build_loaders(ctx.splits, settings, seeds, device, warmup=warmup, ranks=ranks)
     return ctx

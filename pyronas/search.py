@@ -14,11 +14,19 @@ generator, the search seconds so far), so a search stopped at any point (``kill 
 and run again with ``--resume`` ends with the same numbers and the same ``genotype.json`` as
 one that ran through. The result files are written into a staging folder and moved into the run
 folder when all are done; ``metrics.json`` comes last and marks the run finished.
+
+Data parallel: under ``torchrun --nproc_per_node N -m pyronas search ...`` every rank holds the
+whole supernet and the same switches, and takes an equal share of every batch; the gradients,
+the curvature and the evidence terms are averaged over the ranks (see
+:mod:`pyronas.inference.type2`), the batch norms take the statistics of the global batch
+(:func:`pyronas.distributed.synchronise_batchnorm`), and each rank scores its share of the
+validation images. Rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import json
@@ -32,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyronas import distributed
 from pyronas.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -64,6 +73,7 @@ from pyronas.runs import (
     search_cost_gpu_days,
     staged_outputs,
 )
+from pyronas.runtime import resolve_device
 from pyronas.search_posterior import SearchPosterior
 from pyronas.settings import (
     SearchSettings,
@@ -193,11 +203,16 @@ def _init_hypers(prior: Any, space: SearchSpace, settings: SearchSettings, net: 
     return prior.init_hypers(space, **settings.prior.options, **extra)
 
 
-def _read_resume(settings: SearchSettings, out: Path) -> dict[str, Any] | None:
-    """Claim the run folder (:func:`~pyronas.run_setup.claim_run_folder`); the checkpoint to
-    resume from, or None to start (a new run, or a resumed one stopped before its first
-    checkpoint). Refuses a checkpoint of another kind or of different settings."""
-    resuming = claim_run_folder(settings, out, "bayesnas")
+def _read_resume(settings: SearchSettings, out: Path, ranks: distributed.Ranks
+                 ) -> dict[str, Any] | None:
+    """Claim the run folder (:func:`~pyronas.run_setup.claim_run_folder`, rank 0); the
+    checkpoint to resume from, or None to start (a new run, or a resumed one stopped before its
+    first checkpoint). Refuses a checkpoint of another kind or of different settings. The other
+    ranks of a data-parallel run wait for rank 0's claim and read the same checkpoint."""
+    resuming = claim_run_folder(settings, out, "bayesnas") if ranks.is_main else False
+    distributed.barrier(ranks)
+    if not ranks.is_main:
+        resuming = settings.run.resume
     checkpoint_path = out / CHECKPOINT_NAME
     if not resuming or not checkpoint_path.exists():
         return None
@@ -235,6 +250,7 @@ class IterationSteps:
         self.checkpoint_path = ctx.out / "checkpoint.pt"
         self.num_classes = ctx.splits.num_classes
         self.best_acc = max([h.get("val_acc", 0.0) for h in history], default=0.0)
+        self.writes = ctx.ranks.is_main  # rank 0 of a data-parallel run writes the folder
 
     def __call__(self, record: dict[str, Any], state: Type2State) -> None:
         self.check(record, state)
@@ -261,7 +277,7 @@ class IterationSteps:
         most of its ops scores near chance with stale ones); a collapse to chance fails."""
         self._recalibrate(state)
         val_acc = evaluate_supernet(self.net, state.sites, self.ctx.loaders["val"],
-                                    self.ctx.device)
+                                    self.ctx.device, self.ctx.ranks)
         chance = 1.0 / self.num_classes
         if self.best_acc >= 2 * chance and val_acc <= 1.5 * chance:
             raise SearchFailed(
@@ -279,7 +295,8 @@ class IterationSteps:
         try:
             return derive_genotype(self.space, state.masks, state.sites, self.net)
         except GenotypeError:
-            _save_fallback(self.ctx.out, self.space, state, self.net)
+            if self.writes:
+                _save_fallback(self.ctx.out, self.space, state, self.net)
             options = ", ".join(f"{k}={v}" for k, v in self.settings.prior.options.items())
             raise SearchFailed(
                 f"type-II iteration {record['iteration']} pruned every op of a cell type at "
@@ -305,7 +322,8 @@ class IterationSteps:
             row[f"live_ops_{name}"] = int(live_ops[t])
         row["seconds"] = record["wall_time"]
         row["genotype"] = compact_genotype(genotype)
-        self.ctx.metrics.append(row)
+        if self.writes:
+            self.ctx.metrics.append(row)
         self.history.append({
             "iteration": record["iteration"],
             "val_acc": val_acc,
@@ -326,8 +344,10 @@ class IterationSteps:
 
     def checkpoint(self, state: Type2State) -> None:
         """``checkpoint.pt``: everything :func:`run_search` needs to resume (taken between two
-        iterations, when no loader is being iterated)."""
-        _save_checkpoint(self.checkpoint_path, self.ctx, state, self.history)
+        iterations, when no loader is being iterated; rank 0 of a data-parallel run: the
+        generators are the same on every rank)."""
+        if self.writes:
+            _save_checkpoint(self.checkpoint_path, self.ctx, state, self.history)
 
     def freeze_pruned(self, state: Type2State) -> None:
         """The next MAP epoch skips the ops pruned so far (their switches are frozen at 0)."""
@@ -357,6 +377,11 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
     ValueError
         The settings name a baseline strategy: those run through
         :data:`pyronas.strategies.STRATEGIES` (or :func:`pyronas.dispatch.run_strategy`).
+
+    Notes
+    -----
+    Started by ``torchrun`` with several processes the search is data-parallel (see the
+    module docstring); every rank returns the same result, rank 0 writes the run folder.
     """
     settings = SearchSettings.from_mapping(cfg)
     if settings.strategy.name != "bayesnas":
@@ -366,11 +391,36 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
             f"pyronas.strategies.STRATEGIES[{name!r}] or pyronas.dispatch.run_strategy"
         )
     out = run_folder(settings, out_dir, "search")
-    resume = _read_resume(settings, out)
+    ranks = distributed.ranks_from_env()
+    if settings.training.batch_size % ranks.world_size:  # before any process group or file
+        raise ValueError(
+            f"batch_size {settings.training.batch_size} is not a multiple of the "
+            f"{ranks.world_size} processes: each rank takes an equal share of every batch "
+            "(--batch-size is the global batch)"
+        )
+    ranks, device = distributed.start(resolve_device(settings.run.device))
+    try:
+        return _run_search(settings, out, ranks, device)
+    finally:
+        if ranks.distributed:
+            distributed.stop()
+
+
+def _run_search(settings: SearchSettings, out: Path, ranks: distributed.Ranks,
+                device: torch.device) -> SearchResult:
+    """:func:`run_search` in this process (one rank of a data-parallel run, or the only one)."""
+    if not ranks.is_main:  # rank 0 reports
+        settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run,
+                                                                         progress=False))
+        logging.getLogger("pyronas").setLevel(logging.WARNING)
+    resume = _read_resume(settings, out, ranks)
     prior = load_prior(settings.prior.name)
-    ctx = prepare_run(settings, out, warmup=settings.type2.schedule == "released")
+    ctx = prepare_run(settings, out, warmup=settings.type2.schedule == "released",
+                      ranks=ranks, device=device)
     net, space, device = ctx.net, ctx.space, ctx.device
     assert net is not None
+    if ranks.distributed:  # batch statistics of the global batch, as in one process
+        ctx.net = net = distributed.synchronise_batchnorm(net, device)
     hypers = _init_hypers(prior, space, settings, net)
     edge0, op0 = net.init_switches()
     sites = {"edge_switch": edge0.to(device), "op_switch": op0.to(device)}
@@ -378,11 +428,13 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
 
     history: list[dict[str, Any]] = []
     if resume is None:
-        ctx.metrics.truncate_after("iteration", 0)  # rows of a run stopped before a checkpoint
+        if ranks.is_main:  # rows of a run stopped before a checkpoint
+            ctx.metrics.truncate_after("iteration", 0)
     else:
         net.load_state_dict(resume["net"])
         history = list(resume["history"])
-        ctx.metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
+        if ranks.is_main:
+            ctx.metrics.truncate_after("iteration", int(resume["type2"]["iteration"]))
         if "global" in resume["rng"]:
             restore_run_rng(resume["rng"], ctx.loaders)
         else:  # a checkpoint of an older version: global generators only
@@ -390,6 +442,7 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
         ctx.seconds_before = float(resume.get("seconds", 0.0))
         net.set_alive(resume["type2"]["masks"]["op_switch"])
         log.info("resuming %s after type-II iteration %d", out, resume["type2"]["iteration"])
+    distributed.broadcast_(list(net.state_dict().values()), ranks)  # one supernet everywhere
     steps = IterationSteps(ctx, history)
     warmup = ctx.loaders.get("warmup")
     try:
@@ -406,6 +459,8 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
             warmup_loader=None if warmup is None else DeviceLoader(warmup, device),
             resume=None if resume is None else resume["type2"],
             before_curvature=steps.before_curvature,
+            average=functools.partial(distributed.average_, ranks=ranks)
+            if ranks.distributed else None,
         )
     except FloatingPointError as err:
         raise SearchFailed(
@@ -421,14 +476,18 @@ def run_search(cfg: SearchSettings | Mapping[str, Any], out_dir: str | Path | No
         space=space.name, prior=settings.prior.name, tied=net.tied,
         cell_type_index=net.cell_type_index, num_data=num_data, mean=fit.mean, var=fit.var,
         curvature=fit.curvature, hypers=state.hypers, alive=state.masks, history=history,
+        precision_tril=state.precision_tril,
     )  # fmt: skip
-    with staged_outputs(out) as stage:
-        atomic_write_text(genotype_to_json(genotype), stage / "genotype.json")
-        _save_projections(stage, genotype, space, state.sites)
-        posterior.save(stage / "posterior.pt")
-        _write_extras(ctx, stage, genotype, posterior, prior, state.hypers)
     seconds = ctx.seconds()
-    _write_cost(ctx, seconds)  # last: metrics.json marks the run finished
+    if ranks.is_main:
+        with staged_outputs(out) as stage:
+            atomic_write_text(genotype_to_json(genotype), stage / "genotype.json")
+            _save_projections(stage, genotype, space, state.sites)
+            posterior.save(stage / "posterior.pt")
+            _write_extras(ctx, stage, genotype, posterior, prior, state.hypers)
+        seconds = ctx.seconds()
+        _write_cost(ctx, seconds)  # last: metrics.json marks the run finished
+    distributed.barrier(ranks)  # the run folder is complete before any rank returns
     log.info("search finished in %.1f s; run folder %s", seconds, out)
     return SearchResult(out, genotype, state, state.records, seconds)
 
@@ -551,6 +610,8 @@ def _save_checkpoint(
                 # still be finished by --resume
                 "posterior": None if state.posterior is None else dataclasses.asdict(
                     state.posterior),
+                "precision_tril": None if state.precision_tril is None
+                else state.precision_tril.cpu(),
             },
             "history": history,
             "rng": capture_run_rng(ctx.loaders),
@@ -601,6 +662,7 @@ def _write_cost(ctx: RunContext, seconds: float) -> None:
         "space": ctx.space.name,
         "dataset": ctx.settings.data.dataset,
         "t_max": ctx.settings.type2.t_max,
+        "world_size": ctx.ranks.world_size,
     }
     atomic_write_text(json.dumps(data, indent=2) + "\n", ctx.out / "metrics.json")
 

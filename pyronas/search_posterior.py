@@ -42,7 +42,7 @@ def _cpu(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 @dataclass(frozen=True)
 class SearchPosterior(Mapping):
-    """Diagonal Laplace posterior of the switches at the end of a search.
+    """Laplace posterior of the switches at the end of a search.
 
     Attributes
     ----------
@@ -68,6 +68,12 @@ class SearchPosterior(Mapping):
         Boolean masks of the switches still in the network.
     history : list[dict]
         One record per type-II iteration (log evidence, counts of alive switches, ...).
+    precision_tril : Tensor or None
+        ``(D, D)`` lower Cholesky factor of the full (or block-diagonal) posterior precision
+        over all ``D`` switches, ``edge_switch`` then ``op_switch``, each flattened row-major,
+        for a search with ``--laplace full | block`` (None for the diagonal form). ``var``
+        holds its marginal variances; :func:`pyronas.arviz_export.posterior_draws` draws
+        from the joint Gaussian, so the ArviZ export carries the correlations.
     """
 
     space: str
@@ -82,6 +88,7 @@ class SearchPosterior(Mapping):
     omega: dict[str, Tensor] = field(default_factory=dict)
     alive: dict[str, Tensor] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    precision_tril: Tensor | None = None
 
     def __post_init__(self) -> None:
         for site in SITES:
@@ -98,6 +105,13 @@ class SearchPosterior(Mapping):
                 raise PosteriorFileError(
                     f"alive mask of {site} has shape {tuple(self.alive[site].shape)}, "
                     f"mean has {shape}"
+                )
+        if self.precision_tril is not None:
+            size = sum(self.mean[site].numel() for site in SITES)
+            if tuple(self.precision_tril.shape) != (size, size):
+                raise PosteriorFileError(
+                    f"posterior precision_tril has shape {tuple(self.precision_tril.shape)}, "
+                    f"expected ({size}, {size}) for the {size} switches"
                 )
 
     # ---------------------------------------------------------------- construction and file I/O
@@ -117,8 +131,10 @@ class SearchPosterior(Mapping):
         hypers: Mapping[str, Any],
         alive: Mapping[str, Tensor],
         history: list[dict[str, Any]],
+        precision_tril: Tensor | None = None,
     ) -> SearchPosterior:
-        """From a Laplace fit and the hyperparameters of a search; pruned means are set to 0."""
+        """From a Laplace fit and the hyperparameters of a search; pruned means are set to 0.
+        ``precision_tril`` (full and block forms) must flatten the sites in ``SITES`` order."""
         masks = _cpu(alive)
         return cls(
             space=space,
@@ -135,6 +151,7 @@ class SearchPosterior(Mapping):
             omega=_cpu(hypers.get("omega", {})),
             alive=masks,
             history=list(history),
+            precision_tril=None if precision_tril is None else precision_tril.detach().cpu(),
         )
 
     @classmethod

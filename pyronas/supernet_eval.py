@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyronas.distributed import Ranks, all_reduce_sum
 from pyronas.supernet import SuperNet
 
 __all__ = ["DeviceLoader", "evaluate_supernet", "recalibrate_batchnorm"]
@@ -57,9 +58,14 @@ def recalibrate_batchnorm(
 
 @torch.no_grad()
 def evaluate_supernet(
-    net: SuperNet, sites: dict[str, Tensor], loader: Iterable[Batch], device: torch.device
+    net: SuperNet, sites: dict[str, Tensor], loader: Iterable[Batch], device: torch.device,
+    ranks: Ranks | None = None,
 ) -> float:
-    """Accuracy (in ``[0, 1]``) of the supernet with the given switches, in eval mode."""
+    """Accuracy (in ``[0, 1]``) of the supernet with the given switches, in eval mode.
+
+    In a data-parallel run (``ranks``) each rank scores its share of the images and the
+    counts are summed, so every rank returns the accuracy over all of them.
+    """
     was_training = net.training
     net.eval()
     correct = total = 0
@@ -69,6 +75,10 @@ def evaluate_supernet(
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)
     net.train(was_training)
+    if ranks is not None and ranks.distributed:
+        counts = all_reduce_sum(
+            torch.tensor([correct, total], dtype=torch.float64, device=device), ranks)
+        correct, total = int(counts[0]), int(counts[1])
     return correct / max(total, 1)
 
 

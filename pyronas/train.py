@@ -608,8 +608,8 @@ def build_training(
     """The evaluation network of ``genotype`` on ``device`` and its optimiser and schedule.
 
     Under data parallelism (``ranks``) ``model`` is the network wrapped in
-    DistributedDataParallel (batch norms synchronised on CUDA); ``net`` stays the plain network
-    whose state dict the checkpoints hold.
+    DistributedDataParallel (batch norms synchronised over the ranks); ``net`` stays the plain
+    network whose state dict the checkpoints hold.
     """
     from pyronas.evalnet import count_mult_adds, count_parameters
 
@@ -629,8 +629,7 @@ def build_training(
     if ranks is not None and ranks.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        if device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = distributed.synchronise_batchnorm(net, device)  # global-batch statistics
         model = DistributedDataParallel(
             net, device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=bool(cfg["drop_path_prob"] > 0 or op_dropout is not None),

@@ -237,6 +237,13 @@ def _interrupt(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return _retrain(tmp, "--epochs", "2")
 
 
+def _two_processes_odd_batch(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A search started as one of 2 torchrun processes with a batch they cannot split."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    return _search(tmp, "--batch-size", "49")
+
+
 def _search_raising(error: BaseException) -> Callable[[Path, pytest.MonkeyPatch], list[str]]:
     """A search whose strategy raises ``error`` once it runs."""
     import pyronas.dispatch
@@ -370,6 +377,7 @@ CASES: dict[str, Case] = {
     # devices
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),
+    "torchrun search: batch not a multiple of the processes": Case(_two_processes_odd_batch),
     # runs that stop on the way
     "retrain: learning rate that makes the loss non-finite": Case(_nan_run, _nothing_kept),
     "retrain: learning rate that makes the loss explode": Case(_exploding_run, _kept_epoch_1),

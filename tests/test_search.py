@@ -6,9 +6,12 @@ import pytest
 import torch
 from conftest import TINY_SEARCH
 
+from pyronas.arviz_export import posterior_draws
 from pyronas.genotype import load_genotype, validate
 from pyronas.runs import RunFolderError
 from pyronas.search import resolve_search_config, run_search
+from pyronas.search_posterior import SearchPosterior
+from pyronas.space import SITES
 
 TINY = TINY_SEARCH
 
@@ -171,3 +174,14 @@ def test_full_and_block_laplace_run_a_search(tmp_path, laplace):
     assert all(torch.isfinite(torch.tensor(float(r["log_evidence"]))) for r in rows)
     config = (result.out_dir / "config.yaml").read_text()
     assert f"laplace: {laplace}" in config
+    # posterior.pt keeps the joint precision; its marginals are the stored variances, and the
+    # ArviZ draws come from the joint Gaussian (correlated)
+    posterior = SearchPosterior.load(result.out_dir / "posterior.pt")
+    tril = posterior.precision_tril.double()
+    size = sum(posterior.mean[s].numel() for s in SITES)
+    assert tril.shape == (size, size)
+    marginal = torch.cholesky_inverse(tril).diagonal()
+    stored = torch.cat([posterior.var[s].double().flatten() for s in SITES])
+    assert torch.allclose(marginal, stored, rtol=1e-4)
+    draws = posterior_draws(posterior, num_chains=2, num_draws=2)
+    assert draws["op_switch"].shape == (2, 2, *posterior.mean["op_switch"].shape)
