@@ -23,10 +23,12 @@ The loop knows nothing about what the sites mean; the caller passes the model mo
 network, the data loaders and, optionally, a forward function and a callback that receives a
 record per iteration (to print, write metrics or checkpoint).
 
-Data parallelism: with ``average`` (an in-place mean over the processes of a data-parallel run,
-each of which holds an equal share of every batch) the loop averages, once per step, the
-gradients of the weights and sites with the batch loss; once per iteration the curvature (or
-the GGN matrix) and the log likelihood of the held-out batches; and the gradients of the
+Data parallelism: with ``average`` (an in-place weighted mean over the processes of a
+data-parallel run, each of which holds a slice of every batch) the loop averages, once per step,
+the gradients of the weights and sites with the batch loss (weighted by the slices' sizes: the
+whole batch's mean); once per iteration the curvature (or the GGN matrix) and the log
+likelihood of the held-out batches (weighted by each process's held-out samples: exact when
+every held-out batch is split in equal slices, as full batches are); and the gradients of the
 evidence-gradient hyperparameter update. Every process then computes the same Laplace fit,
 the same hyperparameters and the same pruning, and the sites stay identical everywhere.
 """
@@ -63,8 +65,9 @@ logger = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor]
 Callback = Callable[[dict[str, Any], "Type2State"], None]
-Average = Callable[[list[Tensor]], None]
-"""In-place mean of tensors over the processes of a data-parallel run."""
+Average = Callable[..., None]
+"""``average(tensors, weight=1.0)``: in-place mean of tensors over the processes of a
+data-parallel run, each process's tensors weighted by its ``weight`` (its share of the data)."""
 
 
 LAPLACE_FORMS = ("diag", "full", "block")
@@ -257,7 +260,7 @@ def _map_epoch(
             )
         loss.backward()
         if average is not None:
-            value = _average_step(average, loss, weights + sites)
+            value = _average_step(average, loss, weights + sites, len(y))
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"the MAP objective became {value} at batch {count + 1} of {desc}"
@@ -289,13 +292,53 @@ def _map_epoch(
     return total / count
 
 
-def _average_step(average: Average, loss: Tensor, tensors: list[Tensor]) -> float:
-    """Average the batch loss and the gradients of ``tensors`` over the processes (a tensor
-    without a gradient has none on every process: the same ops are pruned everywhere)."""
+def _average_step(average: Average, loss: Tensor, tensors: list[Tensor], count: int) -> float:
+    """Average the batch loss and the gradients of ``tensors`` over the processes, each
+    weighted by its ``count`` of samples: the mean over the whole batch, also when its slices
+    differ in size (a tensor without a gradient has none on every process: the same ops are
+    pruned everywhere)."""
     grads = [t.grad for t in tensors if t.grad is not None]
     value = loss.detach().reshape(1).to(grads[0].dtype if grads else loss.dtype).clone()
-    average([value, *grads])
+    average([value, *grads], weight=float(count))
     return float(value)
+
+
+def _batch_means(
+    fn: Callable[[list[Batch]], list[Tensor]], batches: list[Batch], average: Average | None
+) -> list[Tensor]:
+    """``fn`` over ``batches``: its tensors averaged over the batches, as ``fn(batches)`` does.
+
+    In a data-parallel run each batch is split over the processes, so ``fn`` runs batch by
+    batch and each batch's tensors are averaged over the processes weighted by the size of
+    their slices (the whole batch's mean, also when the slices differ) before the mean over
+    batches.
+    """
+    if average is None:
+        return fn(batches)
+    totals: list[Tensor] | None = None
+    for batch in batches:
+        values = [t.detach().clone() for t in fn([batch])]
+        average(values, weight=float(len(batch[1])))
+        totals = values if totals is None else [a + b for a, b in zip(totals, values,
+                                                                        strict=True)]
+    if totals is None:
+        raise ValueError("no held-out batches")
+    return [t / len(batches) for t in totals]
+
+
+def _held_out_terms(model: Any, net: Any, module: nn.Module | None, held_out: list[Batch],
+                    state: Type2State, num_data: int, average: Average | None) -> Any:
+    """:func:`joint_terms` on the held-out batches, the log likelihood averaged over the
+    processes of a data-parallel run (:func:`_batch_means`)."""
+    with eval_mode(module):
+        terms = joint_terms(model, net, held_out[:1] if average else held_out, state.sites,
+                            state.hypers, num_data)
+        if average is None:
+            return terms
+        (log_lik,) = _batch_means(
+            lambda b: [joint_terms(model, net, b, state.sites, state.hypers,
+                                   num_data).log_lik.detach().reshape(1)], held_out, average)
+    return dataclasses.replace(terms, log_lik=log_lik[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,14 +492,10 @@ def _full_posterior(
     """Full (or block-diagonal) Laplace fit: its marginal diagonal form, its log evidence and
     the Cholesky factor of its precision."""
     groups = leading_index_groups(state.sites) if cfg.laplace == "block" else None
-    ggn = ggn_matrix(forward, state.sites, held_out, cfg.likelihood, cfg.noise_std, module,
-                     groups=groups)
-    with eval_mode(module):
-        terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
-    if average is not None:
-        log_lik = terms.log_lik.detach().reshape(1).clone()
-        average([ggn, log_lik])
-        terms = dataclasses.replace(terms, log_lik=log_lik[0])
+    (ggn,) = _batch_means(
+        lambda b: [ggn_matrix(forward, state.sites, b, cfg.likelihood, cfg.noise_std, module,
+                              groups=groups)], held_out, average)
+    terms = _held_out_terms(model, net, module, held_out, state, num_data, average)
     prior_precision = {k: torch.as_tensor(p).detach() for k, p in terms.prior_precision.items()}
     full = fit_full_laplace(mean, ggn, num_data, prior_precision)
     evidence = float(full.log_evidence(terms.log_lik.detach(), terms.log_prior.detach()))
@@ -525,9 +564,10 @@ def run_type2(
     before_curvature : callable, optional
         ``before_curvature(state)`` before each curvature and Laplace fit.
     average : callable, optional
-        Data parallelism: ``average(tensors)`` replaces each tensor by its mean over the
-        processes, in place (:func:`pyronas.distributed.average_`); each process's loaders
-        give its share of every batch (see the module docstring).
+        Data parallelism: ``average(tensors, weight=...)`` replaces each tensor by its mean
+        over the processes, each weighted by its ``weight``, in place
+        (:func:`pyronas.distributed.average_`); each process's loaders give its slice of
+        every batch (see the module docstring).
 
     Returns
     -------
@@ -537,6 +577,9 @@ def run_type2(
         "hyper_update", "wall_time"}`` (``wall_time``: seconds of that iteration).
     """
     cfg = config or Type2Config()
+    if average is not None and cfg.curvature_reduction != "mean":
+        raise ValueError("a data-parallel run averages the curvature over the processes: "
+                         "curvature_reduction must be 'mean'")
     names = tuple(getattr(model, "SITES", sites.keys()))
     if set(names) != set(sites):
         raise ValueError(f"sites {sorted(sites)} do not match the model's SITES {sorted(names)}")
@@ -588,18 +631,17 @@ def run_type2(
         held_out = list(itertools.islice(curvature_loader, cfg.curvature_batches))
         mean = {k: v.detach().clone() for k, v in state.sites.items()}
         if cfg.laplace == "diag":
-            curvature = diagonal_curvature(
-                forward, state.sites, held_out, likelihood=cfg.likelihood, backend=cfg.backend,
-                noise_std=cfg.noise_std, module=module, reduction=cfg.curvature_reduction,
-                **cfg.curvature_options,
-            )
-            with eval_mode(module):
-                terms = joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
-            if average is not None:
-                curvature = {k: v.detach().clone() for k, v in curvature.items()}
-                log_lik = terms.log_lik.detach().reshape(1).clone()
-                average([*curvature.values(), log_lik])
-                terms = dataclasses.replace(terms, log_lik=log_lik[0])
+            def curvature_of(batches: list[Batch]) -> list[Tensor]:
+                curv = diagonal_curvature(
+                    forward, state.sites, batches, likelihood=cfg.likelihood,
+                    backend=cfg.backend, noise_std=cfg.noise_std, module=module,
+                    reduction=cfg.curvature_reduction, **cfg.curvature_options,
+                )
+                return [curv[k] for k in names]
+
+            curvature = dict(zip(names, _batch_means(curvature_of, held_out, average),
+                                 strict=True))
+            terms = _held_out_terms(model, net, module, held_out, state, num_data, average)
             state.posterior = fit_diagonal_laplace(mean, curvature, num_data,
                                                    terms.prior_precision)
             evidence = float(log_evidence(terms.log_lik, terms.log_prior,

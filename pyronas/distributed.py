@@ -123,18 +123,22 @@ def all_reduce_sum(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return tensor
 
 
-def average_(tensors: list[torch.Tensor], ranks: Ranks) -> None:
-    """Replace each tensor by its mean over the ranks, in place, with one all-reduce.
+def average_(tensors: list[torch.Tensor], ranks: Ranks, weight: float = 1.0) -> None:
+    """Replace each tensor by its ``weight``-weighted mean over the ranks, in place.
 
-    The tensors (gradients, curvatures, per-rank means) are packed into one flat buffer of
-    the first one's dtype, summed and divided by the world size; every rank ends with the same
-    bits. Nothing happens in a single process.
+    ``weight`` is this rank's share (e.g. the images of its slice of a batch; equal weights
+    give the plain mean). The tensors (gradients, curvatures, per-rank means) are packed into
+    one flat buffer of the first one's dtype with the weight, summed by one all-reduce and
+    divided by the summed weight; every rank ends with the same bits. Nothing happens in a
+    single process.
     """
     if not ranks.distributed or not tensors:
         return
-    flat = torch.cat([t.detach().reshape(-1).to(tensors[0].dtype) for t in tensors])
+    dtype = tensors[0].dtype
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) * weight for t in tensors]
+                     + [tensors[0].new_full((1,), weight, dtype=dtype)])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= ranks.world_size
+    flat /= flat[-1].clone()
     start = 0
     for t in tensors:
         n = t.numel()

@@ -126,9 +126,9 @@ def _torchrun(nproc: int, args: list[str], timeout: int = 600) -> None:
     return done.stdout
 
 
-def _search(tmp_path, name: str, nproc: int, extra: list[str] = ()) -> Path:
+def _search(tmp_path, name: str, nproc: int, extra: list[str] = (), **changes) -> Path:
     config = tmp_path / "search.yaml"
-    config.write_text(yaml.safe_dump(SEARCH))
+    config.write_text(yaml.safe_dump({**SEARCH, **changes}))
     out = tmp_path / name
     stdout = _torchrun(nproc, ["-m", "pyronas", "search", "--config", str(config), "--out",
                                str(out), *extra])
@@ -146,7 +146,10 @@ def test_two_ranks_search_like_one_and_resume(tmp_path):
     assert len(rows["two"]) == SEARCH["t_max"]  # one row per iteration, written once
     for a, b in zip(rows["one"], rows["two"], strict=True):
         # stated tolerance (measured: at most 0.01 nats apart over 3 iterations; float32
-        # rounding of the cross-rank batch norm and of the averaged gradients): 0.5 nats
+        # rounding of the cross-rank batch norm and of the averaged gradients): 0.5 nats.
+        # Not every configuration stays this close: SGD on a supernet amplifies rounding, and
+        # a single process whose initial switches are perturbed by 1e-7 drifts as far from
+        # its unperturbed run as 2 ranks do (docs/results.md)
         assert abs(float(a["log_evidence"]) - float(b["log_evidence"])) <= 0.5
         assert float(a["train_objective"]) == pytest.approx(float(b["train_objective"]),
                                                             rel=1e-3)
@@ -164,6 +167,22 @@ def test_two_ranks_search_like_one_and_resume(tmp_path):
                   "--resume"])
     assert (out / "genotype.json").read_bytes() == (two / "genotype.json").read_bytes()
     assert [r["log_evidence"] for r in _rows(out)] == [r["log_evidence"] for r in rows["two"]]
+
+
+@pytest.mark.timeout(600)
+def test_uneven_slices_are_weighted(tmp_path):
+    """230 training and 115 held-out images in batches of 50: the last batches split 15/15
+    and 8/7 over the ranks, so every mean over a batch (loss, gradients, curvature, log
+    likelihood, validation accuracy) must weight the ranks by their slices."""
+    uneven = {"train_size": 460, "curvature_batches": 3, "t_max": 1}
+    one = _rows(_search(tmp_path, "one", 1, **uneven))[0]
+    two = _rows(_search(tmp_path, "two", 2, **uneven))[0]
+    # measured: -460.729 and -460.734 (with unweighted slices a smaller run of this kind,
+    # 260 images, was 1.0 nat apart)
+    assert abs(float(one["log_evidence"]) - float(two["log_evidence"])) <= 0.05
+    assert float(one["train_objective"]) == pytest.approx(float(two["train_objective"]),
+                                                          rel=1e-4)
+    assert one["val_acc"] == two["val_acc"]
 
 
 CROSS_RANK_BN = """
