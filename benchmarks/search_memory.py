@@ -45,8 +45,10 @@ def write_rgb_tree(dataset: str, root: Path, count: int) -> None:
     import numpy as np
     from PIL import Image
 
-    splits = load_dataset(dataset, seed=0, train_size=count, image_size=32)
-    loader = torch.utils.data.DataLoader(splits.train, batch_size=256)
+    splits = load_dataset(dataset, seed=0, image_size=32)
+    count = min(count, len(splits.train))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(splits.train, range(count)),
+                                         batch_size=256)
     written = 0
     for x, y in loader:
         for image, label in zip(x, y, strict=True):
@@ -113,6 +115,7 @@ def main() -> None:
         settings["image_size"] = args.image_size
     folder = tempfile.TemporaryDirectory()
     if args.rgb:
+        # the imagefolder set holds 20 % out for testing, then subsamples --train-size
         write_rgb_tree(dataset, Path(folder.name), 2 * args.train_size)
         settings.update(dataset="imagefolder", data_dir=folder.name)
         settings.pop("image_size", None)

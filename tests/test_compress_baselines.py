@@ -102,3 +102,27 @@ def test_bad_targets_are_refused() -> None:
         norm_alive(net, {"fc2": 101})
     with pytest.raises(ValueError, match="'fc3'\\], not hidden layers"):
         norm_alive(net, {"fc3": 5})
+
+
+def test_cosine_schedule_anneals_the_learning_rate_to_zero(monkeypatch):
+    """The cosine budget takes its first step at ``lr``, then ever smaller ones, the last
+    near 0."""
+    loader = _loader(8)
+    net = build_network("lenet300", 1, 8, 2).double()
+    seen = []
+    original = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    fine_tune(net, loader, FineTune(epochs=2, lr=0.1, schedule="cosine"))
+    assert len(seen) == 2 * len(loader)
+    assert seen[0] == pytest.approx(0.1)
+    assert seen[-1] < 0.1 * 0.05 and all(a >= b for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        FineTune(schedule="step")

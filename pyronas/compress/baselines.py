@@ -26,12 +26,23 @@ from pyronas.compress.surgery import prune_units
 
 @dataclass(frozen=True)
 class FineTune:
-    """The fine-tuning budget: SGD with momentum for ``epochs`` passes over the loader."""
+    """The fine-tuning budget: SGD with momentum for ``epochs`` passes over the loader, at a
+    constant ``lr`` or (``schedule="cosine"``) one annealed from ``lr`` to 0 over the steps."""
 
     epochs: int = 1
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {self.schedule!r}; choose one of "
+                             f"{', '.join(SCHEDULES)}")
+
+
+SCHEDULES = ("constant", "cosine")
+"""The learning-rate schedules of :class:`FineTune`."""
 
 
 def _to(x: Tensor, like: Tensor) -> Tensor:
@@ -67,6 +78,10 @@ def fine_tune(
     optimizer = torch.optim.SGD(net.parameters(), lr=budget.lr, momentum=budget.momentum,
                                 weight_decay=budget.weight_decay)  # fmt: skip
     apply_weight_masks(net, weight_masks or {})
+    scheduler = None
+    if budget.schedule == "cosine" and budget.epochs > 0:
+        steps = budget.epochs * len(loader)  # type: ignore[arg-type]
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     net.train()
     losses = []
     for _ in range(budget.epochs):
@@ -77,6 +92,8 @@ def fine_tune(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             apply_weight_masks(net, weight_masks or {})
             total, count = total + loss.item() * len(y), count + len(y)
         losses.append(total / max(count, 1))

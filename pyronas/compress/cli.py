@@ -26,6 +26,7 @@ _HELP = {
     "fractions": "train, search (curvature) and val shares of the training set",
     "out": "run folder (default runs/compress-<time>)",
     "pretrain_epochs": "dense training epochs before the type-II loop",
+    "pretrain_schedule": "dense learning rate: constant, or cosine (annealed to 0)",
     "t_max": "type-II iterations",
     "lambda_weight": "group-lasso strength of the group-HARD prior (larger: sparser)",
     "backend": "curvature backend (ggn_lean, ggn, layerwise, fisher, ...)",

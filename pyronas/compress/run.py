@@ -100,6 +100,10 @@ class CompressSettings:
         Root seed of the run's streams, ``auto`` / ``cpu`` / ``cuda``, the run folder.
     batch_size, pretrain_epochs, lr, momentum, weight_decay
         Dense training before the type-II loop (SGD), and the SGD of its MAP epochs.
+    pretrain_schedule
+        The dense training's learning rate: ``constant`` at ``lr``, or ``cosine`` from ``lr``
+        to 0 (a dense network trained to convergence, so that fine-tuning after pruning
+        gains nothing from extra training alone).
     t_max, epochs_per_iter, backend, curvature_batches, threshold
         The type-II loop (:class:`~pyronas.inference.type2.Type2Config`).
     lambda_weight, curvature_multiplier, ard_iterations, prune_inputs
@@ -125,6 +129,7 @@ class CompressSettings:
     out: str | None = None
     batch_size: int = 128
     pretrain_epochs: int = 5
+    pretrain_schedule: str = "constant"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -156,6 +161,7 @@ class CompressSettings:
         for name, value in counts.items():
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        FineTune(schedule=self.pretrain_schedule)  # an unknown schedule fails here
         for name in ("pretrain_epochs", "finetune_epochs"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
@@ -338,7 +344,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     layers = prunable_layers(net)
 
     dense_budget = FineTune(settings.pretrain_epochs, settings.lr, settings.momentum,
-                            settings.weight_decay)
+                            settings.weight_decay, settings.pretrain_schedule)
     fine_tune(net, loaders["train"], dense_budget)
     _, dense_acc = evaluate(net, loaders["test"])
     dense_weights, dense_flops = count_weights(net), count_flops(net, input_shape)
