@@ -1,6 +1,9 @@
-"""Shared test settings: deterministic, quiet, small."""
+"""Shared test settings: deterministic, quiet, small; loading the scripts under test."""
 
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 import matplotlib
 import pytest
@@ -26,6 +29,21 @@ TINY_SEARCH = {
     "num_threads": 1,
 }
 """A BayesNAS search of a few seconds on digits (tests override what they need)."""
+
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root."""
+
+
+def load_script(relative: str) -> ModuleType:
+    """Import a script of the repository (``experiments/...`` or ``benchmarks/...``, not a
+    package) as a module, to call its functions or ``main`` in the test's process."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 and closed forms, through experiments/ard_regression.py (float64)."""
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from mathbed import DT, correlated_design, iid_design, rng, simulate
 
 from pyronas.inference.full_ard import fit_full_ard, mackay_update
@@ -19,10 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ard_regression.p
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("ard_regression_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/ard_regression.py")
 
 
 def _sklearn_ard(x: torch.Tensor, y: torch.Tensor, **hyperpriors: float):

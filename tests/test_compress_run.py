@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from conftest import load_script
 
 from pyronas.compress.cli import add_compress_parser, compress_overrides
 from pyronas.compress.networks import NETWORKS, network_from_description
@@ -156,14 +157,8 @@ def test_analyze_names_an_unfinished_compression_run(tmp_path, capsys) -> None:
 
 
 def test_experiment_script_smoke(tmp_path) -> None:
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "compress.py"
-    spec = importlib.util.spec_from_file_location("compress_experiment", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
+    module = load_script("experiments/compress.py")
     assert module.main(["--smoke", "--networks", "lenet300", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| lenet300 | digits | 1 |") == 1

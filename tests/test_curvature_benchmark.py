@@ -2,22 +2,19 @@
 exact GGN on a trained tiny supernet with real digits batches, its table, and the choice of the
 ``ggn`` chunk size from the memory probe."""
 
-import importlib.util
 import math
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "curvature.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("curvature_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/curvature.py")
 
 
 @pytest.fixture(scope="module")

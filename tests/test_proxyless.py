@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import load_script
 from torch import nn
 
 from pyronas.genotype.nodes import GenotypeError
@@ -373,14 +374,8 @@ def test_cli_genotype_show_draws_a_block(tmp_path, capsys):
 
 
 def test_experiment_script_smoke(tmp_path):
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "proxyless_cifar10.py"
-    spec = importlib.util.spec_from_file_location("proxyless_cifar10", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
+    module = load_script("experiments/proxyless_cifar10.py")
     search, train = module.configs(module.parse_args([]))
     assert (search["batch_size"], search["lr"], search["depth"]) == (32, 0.1, 110)
     assert (train["batch_size"], train["lr"], train["lr_schedule"]) == (64, 0.1, "cosine")

@@ -1,7 +1,6 @@
 """experiments/search_cifar10.py (smoke runs on tiny CIFAR-10 pickles written here), its presets,
 and the search-cost column of experiments/tables.py fed from search run folders."""
 
-import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import load_script
 
 from pyronas.config import ConfigError
 from pyronas.genotype import load_genotype
@@ -20,11 +20,7 @@ PRESETS = ("search_cifar10", "search_cifar10_authors", "search_cifar10_darts1")
 
 
 def _load(script: str):
-    path = ROOT / "experiments" / script
-    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"experiments/{script}")
 
 
 def _write_cifar_pickles(folder: Path, per_batch: int = 20) -> None:

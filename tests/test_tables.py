@@ -1,24 +1,20 @@
 """experiments/tables.py on run folders written here: grouping by genotype, mean +/- sample
 standard deviation over seeds, params, search cost in GPU-days, Markdown output."""
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tables():
-    path = ROOT / "experiments" / "tables.py"
-    spec = importlib.util.spec_from_file_location("_tables", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/tables.py")
 
 
 def _run(folder: Path, genotype: str, seed: int, error: float, params: float, **extra) -> Path:

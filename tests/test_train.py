@@ -3,7 +3,6 @@ resume, refusing a foreign checkpoint, NaN detection, op dropout, and the CIFAR-
 experiment scripts on tiny data written here."""
 
 import csv
-import importlib.util
 import json
 import math
 import pickle
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from pyronas import train as train_mod
 from pyronas.checkpoint import CheckpointMismatchError, load_checkpoint
@@ -211,11 +211,7 @@ def _write_tiny_cifar(folder: Path, n: int = 16) -> None:
 def _run_script(script: str, *args: str) -> dict:
     """Run an experiment script's ``main`` in this process (its ``__main__`` block only adds
     logging); returns the metrics it prints."""
-    path = ROOT / "experiments" / script
-    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(args))
+    return load_script(f"experiments/{script}").main(list(args))
 
 
 def test_cifar10_smoke_script(tmp_path: Path) -> None:
