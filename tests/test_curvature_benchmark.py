@@ -4,13 +4,10 @@ exact GGN on a trained tiny supernet with real digits batches, its table, and th
 
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import load_script
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "curvature.py"
 
 
 def _load_script():
