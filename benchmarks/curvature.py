@@ -78,6 +78,7 @@ from pyronas.data import load_dataset
 from pyronas.inference.curvature import BACKENDS
 from pyronas.inference.ggn_lean import lean_ggn  # (registers "ggn_lean")
 from pyronas.inference.layerwise import layerwise_backend  # noqa: F401  (registers "layerwise")
+from pyronas.runtime import process_memory_kb, reset_peak_memory
 from pyronas.space import get_space
 from pyronas.supernet import SuperNet
 
@@ -170,8 +171,7 @@ def _rss_bytes() -> int:
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark of this process (Linux ``clear_refs``); False if not."""
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
+        reset_peak_memory()
     except OSError:
         return False
     return True
@@ -180,10 +180,7 @@ def _reset_peak_rss() -> bool:
 def _peak_rss_bytes(reset: bool) -> int:
     """Peak RSS since the reset (``VmHWM``), else since the process started (``ru_maxrss``)."""
     if reset:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        return process_memory_kb("VmHWM") * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -34,6 +34,7 @@ from pyronas.inference.type2 import Type2Config, Type2State, _map_epoch, map_obj
 from pyronas.models import hard
 from pyronas.proxyless.pyramidnet import ProxylessSuperNet
 from pyronas.proxyless.space import proxyless_space
+from pyronas.runtime import process_memory_kb, reset_peak_memory
 
 
 def _batches(dataset: str, size: int, batch: int, device: str):
@@ -95,14 +96,6 @@ def search_epoch(net, hypers, sites, batches, num_data: int, device: str) -> flo
     return time.perf_counter() - start
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def worker(kind: str, depth: int, alpha: float, train_size: int, device: str) -> dict:
     _, splits, batches = _data(train_size, device)
     net, hypers, sites = _setup(depth, alpha, splits, device)
@@ -112,9 +105,8 @@ def worker(kind: str, depth: int, alpha: float, train_size: int, device: str) ->
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset the peak resident set size: set-up does not count
-        base = _status_kb("VmRSS") * 1024
+        reset_peak_memory()  # the peak resident set size (VmHWM): set-up does not count
+        base = process_memory_kb("VmRSS") * 1024
     if kind == "plain":
         F.cross_entropy(net(x, sites["edge_switch"], sites["op_switch"]), y).backward()
     else:
@@ -122,7 +114,7 @@ def worker(kind: str, depth: int, alpha: float, train_size: int, device: str) ->
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = _status_kb("VmHWM") * 1024 - base
+        peak = process_memory_kb("VmHWM") * 1024 - base
     return {"peak_bytes": max(peak, 1)}
 
 

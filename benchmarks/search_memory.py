@@ -29,14 +29,7 @@ from pathlib import Path
 import torch
 
 from pyronas.data import DatasetError, load_dataset
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+from pyronas.runtime import process_memory_kb
 
 
 def write_rgb_tree(dataset: str, root: Path, count: int) -> None:
@@ -74,7 +67,8 @@ class IterationMemory(logging.Handler):
         if not record.getMessage().startswith("type-II iteration"):
             return
         row = {"iteration": len(self.rows) + 1, "seconds": time.perf_counter() - self.start,
-               "rss_mib": _status_kb("VmRSS") / 1024, "hwm_mib": _status_kb("VmHWM") / 1024}
+               "rss_mib": process_memory_kb("VmRSS") / 1024,
+               "hwm_mib": process_memory_kb("VmHWM") / 1024}
         if self.device.startswith("cuda"):
             row["cuda_alloc_mib"] = torch.cuda.memory_allocated() / 2**20
             row["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20

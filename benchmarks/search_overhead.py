@@ -33,6 +33,7 @@ from pyronas.inference.diagonal_laplace import fit_diagonal_laplace
 from pyronas.inference.evidence import joint_terms, log_evidence
 from pyronas.inference.type2 import Type2Config, Type2State, _map_epoch, prune
 from pyronas.models import load_prior
+from pyronas.runtime import process_memory_kb, reset_peak_memory
 from pyronas.search import SEARCH_DEFAULTS, recalibrate_batchnorm
 from pyronas.space import get_space
 from pyronas.supernet import SuperNet
@@ -117,10 +118,8 @@ def worker(kind: str, device: str) -> dict[str, float]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        # reset the peak resident set size (VmHWM) so that set-up does not count
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        base = _status_kb("VmRSS") * 1024
+        reset_peak_memory()  # the peak resident set size (VmHWM): set-up does not count
+        base = process_memory_kb("VmRSS") * 1024
     if kind == "plain":
         loss = F.cross_entropy(net(x, step_sites["edge_switch"], step_sites["op_switch"]), y)
         loss.backward()
@@ -134,16 +133,8 @@ def worker(kind: str, device: str) -> dict[str, float]:
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = _status_kb("VmHWM") * 1024 - base
+        peak = process_memory_kb("VmHWM") * 1024 - base
     return {"peak_bytes": max(peak, 1)}
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def memory(kind: str, device: str, threads: int) -> float:

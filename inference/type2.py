@@ -329,16 +329,20 @@ def _batch_means(
 def _held_out_terms(model: Any, net: Any, module: nn.Module | None, held_out: list[Batch],
                     state: Type2State, num_data: int, average: Average | None) -> Any:
     """:func:`joint_terms` on the held-out batches, the log likelihood averaged over the
-    processes of a data-parallel run (:func:`_batch_means`)."""
+    processes of a data-parallel run (:func:`_batch_means`; the prior terms, the same on
+    every process, come from the first batch's)."""
     with eval_mode(module):
-        terms = joint_terms(model, net, held_out[:1] if average else held_out, state.sites,
-                            state.hypers, num_data)
         if average is None:
-            return terms
-        (log_lik,) = _batch_means(
-            lambda b: [joint_terms(model, net, b, state.sites, state.hypers,
-                                   num_data).log_lik.detach().reshape(1)], held_out, average)
-    return dataclasses.replace(terms, log_lik=log_lik[0])
+            return joint_terms(model, net, held_out, state.sites, state.hypers, num_data)
+        per_batch: list[Any] = []
+
+        def log_lik_of(batches: list[Batch]) -> list[Tensor]:
+            per_batch.append(joint_terms(model, net, batches, state.sites, state.hypers,
+                                         num_data))
+            return [per_batch[-1].log_lik.detach().reshape(1)]
+
+        (log_lik,) = _batch_means(log_lik_of, held_out, average)
+    return dataclasses.replace(per_batch[0], log_lik=log_lik[0])
 
 
 # --------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def posterior_draws(
     if num_chains < 1 or num_draws < 1:
         raise ValueError(f"need num_chains >= 1 and num_draws >= 1, got {num_chains}, {num_draws}")
     gen = torch.Generator().manual_seed(int(seed))
-    tril = posterior.get("precision_tril") if hasattr(posterior, "get") else None
+    tril = posterior.get("precision_tril")
     if tril is not None:
         return _joint_draws(posterior, tril, num_chains, num_draws, gen)
     out = {}

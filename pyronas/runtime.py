@@ -1,4 +1,5 @@
-"""The process a run executes in: compute device, its name, and the seeding of every RNG."""
+"""The process a run executes in: compute device, its name, the seeding of every RNG, and its
+memory as the kernel reports it (Linux ``/proc/self``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["device_name", "resolve_device", "seed_everything"]
+__all__ = ["device_name", "process_memory_kb", "reset_peak_memory", "resolve_device",
+           "seed_everything"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,3 +46,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def process_memory_kb(field: str) -> int:
+    """A memory field of this process from ``/proc/self/status``, in KiB: ``"VmRSS"`` (resident
+    set size now) or ``"VmHWM"`` (its high-water mark, since the start or the last
+    :func:`reset_peak_memory`)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_memory() -> None:
+    """Reset this process's resident high-water mark (``VmHWM``) to its current resident size
+    (Linux ``clear_refs``; raises ``OSError`` where the kernel does not offer it)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
