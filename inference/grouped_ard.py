@@ -169,6 +169,7 @@ def crossed_ard_fixed_point(
     groupings: Sequence[Grouping],
     max_iter: int = 2000,
     tol: float = 1e-9,
+    prices: Sequence[float] | None = None,
 ) -> CrossedArd:
     """Iterate the crossed group ARD step and the group lasso to their joint fixed point.
 
@@ -187,6 +188,13 @@ def crossed_ard_fixed_point(
         At least one grouping of the elements.
     max_iter, tol
         Stop when no group variance moves by more than ``tol * (1 + gamma)``.
+    prices
+        One positive factor per grouping on its group-lasso weights (default all 1): each
+        step's ``omega_{k,g}`` is multiplied by ``prices[k]`` and ``gamma_{k,g}`` divided by
+        it (``gamma = ||s_g|| / omega`` still holds), so a price above 1 prunes that grouping
+        harder and one below 1 softer; towards 0 the grouping stops mattering (its precision
+        vanishes from the effective variance). A heuristic weighting of the groupings, not
+        part of the evidence.
 
     Returns
     -------
@@ -202,6 +210,10 @@ def crossed_ard_fixed_point(
             )
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+    factors = [1.0] * len(groupings) if prices is None else [float(p) for p in prices]
+    if len(factors) != len(groupings) or not all(p > 0 for p in factors):
+        raise ValueError(f"prices must be one positive number per grouping ({len(groupings)}), "
+                         f"got {prices!r}")
     m = mode.detach()
     ht = data_precision.detach().to(m)
     shrunk = m
@@ -209,8 +221,8 @@ def crossed_ard_fixed_point(
     rounds = 0
     for rounds in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         steps = [group_ard_update(shrunk, ht, effective, k.index, k.size) for k in groupings]
-        gammas = [step.gamma for step in steps]
-        omegas = [step.omega for step in steps]
+        gammas = [step.gamma / p for step, p in zip(steps, factors, strict=True)]
+        omegas = [step.omega * p for step, p in zip(steps, factors, strict=True)]
         effective = effective_variance(gammas, groupings)
         shrunk = m
         for grouping, omega in zip(groupings, omegas, strict=True):

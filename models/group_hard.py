@@ -40,8 +40,11 @@ diagonal curvature ``H`` of the mean minibatch loss, the group ARD step per grou
 effective variance (``alpha = Ht / (1 + gammaeff Ht)``, ``omega_g = sqrt(sum_{c in g}
 alpha_c)``, ``gamma_g = ||w_g||_2 / omega_g``) iterated with the group lasso to its fixed point
 (:func:`pyronas.inference.grouped_ard.crossed_ard_fixed_point`, at most ``ard_iterations``
-rounds). MAP surrogate (:func:`map_penalty`): ``lambda sum_l sum_k sum_g omega_g ||w_g||_2``,
-applied by :func:`map_proximal` as one group soft-threshold per grouping.
+rounds; ``prices`` weight the groupings: a grouping's lasso weights are multiplied by its
+price and its variances divided by it, a heuristic knob outside the evidence that prices,
+say, the input pixels below the hidden units). MAP surrogate (:func:`map_penalty`):
+``lambda sum_l sum_k sum_g omega_g ||w_g||_2``, applied by :func:`map_proximal` as one group
+soft-threshold per grouping.
 
 Hyperparameter dict (float64 tensors on the CPU):
 
@@ -52,6 +55,7 @@ Hyperparameter dict (float64 tensors on the CPU):
   lasso weights ``(G,)``.
 * ``gamma[site]``: the effective variance of every weight (weight shape): what :func:`model`
   samples from and what the engine prunes on.
+* ``prices[site][grouping]``: positive floats (1: unweighted).
 * ``lambda``, ``curvature_multiplier``: floats; ``ard_iterations``: int; ``learnable == []``.
 """
 
@@ -101,8 +105,9 @@ def init_hypers(
     ard_iterations: int = 2000,
     groupings: Mapping[str, Sequence[str]] | None = None,
     links: Sequence[tuple[str, str]] = (),
+    prices: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Initial hyperparameters: every group variance and ``omega`` equal to 1.
+    """Initial hyperparameters: every group variance equal to 1, ``omega`` to the price.
 
     Parameters
     ----------
@@ -121,12 +126,15 @@ def init_hypers(
         Pairs ``(a, b)``: site ``b`` reads the output units of site ``a`` (see the module
         docstring); both must have the grouping the link joins (``"out"`` of ``a``, ``"in"``
         of ``b``) and ``in_b`` must be a multiple of ``out_a``.
+    prices
+        ``{site: {grouping: price}}``, positive, for some groupings (the rest: 1): the factor
+        on that grouping's group-lasso weights in the type-II update (above 1: pruned harder).
 
     Raises
     ------
     ValueError
         An empty spec, a shape with fewer than two dims, an unknown grouping or site, a link
-        that does not fit the shapes.
+        that does not fit the shapes, a price that is not positive or names no grouping.
     """
     if not weights:
         raise ValueError("init_hypers needs at least one weight site")
@@ -158,6 +166,16 @@ def init_hypers(
                 f"link ({a!r}, {b!r}): {b!r} has {shapes[b][1]} input units, not a multiple of "
                 f"the {shapes[a][0]} output units of {a!r}"
             )
+    chosen_prices = {site: {g: 1.0 for g in names} for site, names in chosen.items()}
+    for site, given in (prices or {}).items():
+        for g, price in given.items():
+            if g not in chosen_prices.get(site, {}):
+                raise ValueError(f"a price for {site!r} grouping {g!r}, which the spec does not "
+                                 f"have (groupings: {chosen})")
+            if not float(price) > 0:
+                raise ValueError(f"the price of {site!r} grouping {g!r} must be positive, got "
+                                 f"{price!r}")
+            chosen_prices[site][g] = float(price)
     ones = {
         site: {g: torch.ones(shape[GROUPINGS[g]], dtype=HYPER_DTYPE) for g in chosen[site]}
         for site, shape in shapes.items()
@@ -168,7 +186,9 @@ def init_hypers(
         "groupings": chosen,
         "links": tuple((str(a), str(b)) for a, b in links),
         "gamma_group": ones,
-        "omega": {site: {g: v.clone() for g, v in groups.items()} for site, groups in ones.items()},
+        "omega": {site: {g: v * chosen_prices[site][g] for g, v in groups.items()}
+                  for site, groups in ones.items()},
+        "prices": chosen_prices,
         "lambda": positive("lambda_weight", lambda_weight),
         "curvature_multiplier": positive("curvature_multiplier", curvature_multiplier),
         "ard_iterations": int(ard_iterations),
@@ -320,6 +340,7 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
     for site in hypers["sites"]:
         mean = posterior.mean[site].detach().to(device="cpu", dtype=HYPER_DTYPE)
         curvature = posterior.curvature[site].detach().to(device="cpu", dtype=HYPER_DTYPE)
+        prices = hypers.get("prices", {}).get(site, {})
         if mean.shape != hypers["shapes"][site] or curvature.shape != mean.shape:
             raise ValueError(
                 f"{site}: posterior mean {tuple(mean.shape)} / curvature "
@@ -328,6 +349,7 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
         fit = crossed_ard_fixed_point(
             mean, curvature * scale, hypers["gamma"][site].to(HYPER_DTYPE),
             _groupings(hypers, site), max_iter=int(hypers["ard_iterations"]),
+            prices=[prices.get(g, 1.0) for g in hypers["groupings"][site]],
         )
         names = hypers["groupings"][site]
         gamma_group[site] = dict(zip(names, fit.gamma, strict=True))

@@ -374,6 +374,11 @@ CASES: dict[str, Case] = {
     "search lr: .nan": _plain(lambda t: _search_yaml(t, "training:\n  lr: .nan\n")),
     "search --threshold -1": _plain(lambda t: _search(t, "--threshold", "-1")),
     "search --lambda-edge -1": _plain(lambda t: _search(t, "--lambda-edge", "-1")),
+    "compress --group-price fc1:in": _plain(lambda t: [
+        "compress", "--group-price", "fc1:in", "--out", str(t / "run")]),
+    "compress: price for a layer the network lacks": _plain(lambda t: [
+        "compress", "--dataset", "digits", "--group-price", "conv1:out=2",
+        "--out", str(t / "run")]),
     # devices
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),

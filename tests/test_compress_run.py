@@ -14,9 +14,14 @@ import pytest
 import torch
 from conftest import load_script
 
-from pyronas.compress.cli import add_compress_parser, compress_overrides
-from pyronas.compress.networks import NETWORKS, network_from_description
-from pyronas.compress.run import POSTERIOR_FORMAT, CompressSettings, run_compress
+from pyronas.compress.cli import add_compress_parser, compress_overrides, parse_group_prices
+from pyronas.compress.networks import (
+    NETWORKS,
+    build_network,
+    network_from_description,
+    prunable_layers,
+)
+from pyronas.compress.run import POSTERIOR_FORMAT, CompressSettings, run_compress, weight_spec
 
 SMOKE = {"dataset": "digits", "device": "cpu", "batch_size": 32, "max_batches": 3,
          "pretrain_epochs": 1, "t_max": 1, "finetune_epochs": 1, "curvature_batches": 1,
@@ -168,3 +173,42 @@ def test_experiment_script_smoke(tmp_path) -> None:
     # a second call skips the finished run and writes the same table
     assert module.main(["--smoke", "--networks", "lenet300", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").read_text() == table
+
+
+def test_group_prices_from_the_command_line_to_the_prior() -> None:
+    parser = argparse.ArgumentParser()
+    add_compress_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compress", "--group-price", "fc1:in=0.3",
+                              "--group-price", "fc2:out=4"])
+    settings = CompressSettings.from_mapping(compress_overrides(args))
+    assert settings.group_prices == {"fc1:in": 0.3, "fc2:out": 4.0}
+    assert settings.to_dict()["group_prices"] == {"fc1:in": 0.3, "fc2:out": 4.0}
+    net = build_network("lenet300", 1, 8, 10)
+    spec = weight_spec(prunable_layers(net), net, True, settings.group_prices)
+    assert spec["prices"] == {"fc1.weight": {"in": 0.3}, "fc2.weight": {"out": 4.0}}
+
+    with pytest.raises(ValueError, match="LAYER:GROUPING=PRICE"):
+        parse_group_prices(["fc1:in"])
+    with pytest.raises(ValueError, match="LAYER:GROUPING=PRICE"):
+        parse_group_prices(["fc1:in=cheap"])
+    with pytest.raises(ValueError, match="'LAYER:out' or 'LAYER:in'"):
+        CompressSettings(group_prices={"fc1:rows": 0.5})
+    with pytest.raises(ValueError, match="positive"):
+        CompressSettings(group_prices={"fc1:in": 0.0})
+    with pytest.raises(ValueError, match="prunable layers: fc1, fc2, fc3"):
+        weight_spec(prunable_layers(net), net, True, {"conv1:out": 2.0})
+    with pytest.raises(ValueError, match="grouped by"):
+        weight_spec(prunable_layers(net), net, False, {"fc1:in": 0.5})  # inputs not grouped
+
+
+def test_a_price_for_a_missing_layer_stops_before_the_dense_training(tmp_path, monkeypatch
+                                                                     ) -> None:
+    import pyronas.compress.run as compress_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the dense training started")
+
+    monkeypatch.setattr(compress_run, "fine_tune", no_training)
+    with pytest.raises(ValueError, match="names the layer 'conv1'"):
+        run_compress({**SMOKE, "network": "lenet300", "group_prices": {"conv1:out": 2.0}},
+                     tmp_path / "run")

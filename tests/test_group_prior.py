@@ -244,6 +244,64 @@ def test_crossed_fixed_point_satisfies_its_equations() -> None:
         torch.testing.assert_close(gamma[live], norms[live] / omega[live], rtol=1e-7, atol=1e-10)
 
 
+def test_priced_fixed_point_satisfies_its_equations() -> None:
+    """With prices, every grouping's omega is its price times sqrt(sum alpha) and its variances
+    the shrunk norms over omega; a price above 1 prunes at least the columns price 1 does."""
+    g = rng(5)
+    mode = torch.randn(6, 4, generator=g, dtype=DT) * torch.tensor([1.0, 0.05, 1.5, 0.3], dtype=DT)
+    ht = torch.rand(6, 4, generator=g, dtype=DT) * 10 + 5
+    groupings = [Grouping.along((6, 4), 0), Grouping.along((6, 4), 1)]
+    start = torch.full((6, 4), 0.5, dtype=DT)
+    plain = crossed_ard_fixed_point(mode, ht, start, groupings, max_iter=5000, tol=1e-13)
+    fit = crossed_ard_fixed_point(mode, ht, start, groupings, max_iter=5000, tol=1e-13,
+                                  prices=[1.0, 3.0])
+    assert fit.rounds < 5000
+    alpha = torch.where(fit.effective > 0, ht / (1 + fit.effective * ht), 0.0)
+    for grouping, gamma, omega, price in zip(groupings, fit.gamma, fit.omega, [1.0, 3.0],
+                                             strict=True):
+        sums = torch.zeros(grouping.size, dtype=DT).index_add(0, grouping.index.reshape(-1),
+                                                               alpha.reshape(-1))
+        torch.testing.assert_close(omega, price * sums.sqrt(), rtol=1e-7, atol=1e-10)
+        live = omega > 0
+        norms = group_norms(fit.shrunk, grouping)
+        torch.testing.assert_close(gamma[live], norms[live] / omega[live], rtol=1e-7, atol=1e-10)
+    pruned_plain = set((plain.gamma[1] == 0).nonzero().flatten().tolist())
+    pruned_priced = set((fit.gamma[1] == 0).nonzero().flatten().tolist())
+    assert pruned_plain < pruned_priced  # strictly more columns go at price 3
+
+
+def test_a_vanishing_price_leaves_the_other_grouping_alone() -> None:
+    """Columns priced at 1e-9: the rows' fit is the rows-only group ARD fixed point."""
+    g = rng(6)
+    mode = torch.randn(5, 3, generator=g, dtype=DT) * torch.tensor([1.0, 0.02, 0.7], dtype=DT)
+    ht = torch.rand(5, 3, generator=g, dtype=DT) * 4 + 0.5
+    rows, cols = Grouping.along((5, 3), 0), Grouping.along((5, 3), 1)
+    start = torch.ones(5, 3, dtype=DT)
+    alone = crossed_ard_fixed_point(mode, ht, start, [rows], max_iter=5000, tol=1e-13)
+    both = crossed_ard_fixed_point(mode, ht, start, [rows, cols], max_iter=5000, tol=1e-13,
+                                   prices=[1.0, 1e-9])
+    torch.testing.assert_close(both.gamma[0], alone.gamma[0], rtol=1e-6, atol=1e-9)
+    assert bool((both.gamma[1] > 0).all())  # no column pruned at a vanishing price
+    with pytest.raises(ValueError, match="prices"):
+        crossed_ard_fixed_point(mode, ht, start, [rows, cols], prices=[1.0, 0.0])
+    with pytest.raises(ValueError, match="prices"):
+        crossed_ard_fixed_point(mode, ht, start, [rows, cols], prices=[1.0])
+
+
+def test_group_prices_in_the_prior() -> None:
+    shapes = {"fc1.weight": (4, 6), "fc2.weight": (3, 4)}
+    hypers = group_hard.init_hypers(shapes, prices={"fc1.weight": {"in": 0.25}})
+    assert hypers["prices"] == {"fc1.weight": {"out": 1.0, "in": 0.25},
+                                "fc2.weight": {"out": 1.0, "in": 1.0}}
+    torch.testing.assert_close(hypers["omega"]["fc1.weight"]["in"],
+                               torch.full((6,), 0.25, dtype=DT))
+    with pytest.raises(ValueError, match="positive"):
+        group_hard.init_hypers(shapes, prices={"fc1.weight": {"in": -1.0}})
+    with pytest.raises(ValueError, match="does not have"):
+        group_hard.init_hypers(shapes, groupings={"fc1.weight": ("out",)},
+                               prices={"fc1.weight": {"in": 0.5}})
+
+
 # ---------------------------------------------------------------------------------- curvature
 
 

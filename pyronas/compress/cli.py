@@ -16,7 +16,7 @@ from pyronas.compress.run import CompressSettings, run_compress
 from pyronas.data import DATASETS
 from pyronas.dataclass_flags import add_dataclass_flags, given_fields
 
-__all__ = ["add_compress_parser", "compress_overrides", "run_compress_cli"]
+__all__ = ["add_compress_parser", "compress_overrides", "parse_group_prices", "run_compress_cli"]
 
 _HELP = {
     "network": "network to compress",
@@ -53,13 +53,35 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     add_dataclass_flags(p, CompressSettings, _HELP,
                         choices={"network": NETWORKS, "dataset": DATASETS},
                         metavars={"fractions": ("TRAIN", "SEARCH", "VAL")})
+    p.add_argument("--group-price", action="append", default=None, metavar="LAYER:GROUPING=PRICE",
+                   help="price of one grouping's group-lasso weights (repeatable; e.g. "
+                   "fc1:in=0.3 prunes the input pixels more gently, conv1:out=4 the first "
+                   "filters harder)")
     p.set_defaults(handler=run_compress_cli)
     return p
 
 
+def parse_group_prices(items: list[str]) -> dict[str, float]:
+    """``["fc1:in=0.3", ...]`` -> ``{"fc1:in": 0.3}``; ``ValueError`` naming a malformed item."""
+    prices = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            prices[key] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--group-price {item!r}: expected LAYER:GROUPING=PRICE, e.g. "
+                             "fc1:in=0.3")
+    return prices
+
+
 def compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line (the flags not left at ``None``)."""
-    return given_fields(args, CompressSettings)
+    overrides = given_fields(args, CompressSettings)
+    if getattr(args, "group_price", None):
+        overrides["group_prices"] = parse_group_prices(args.group_price)
+    return overrides
 
 
 def run_compress_cli(args: argparse.Namespace) -> int:

@@ -108,6 +108,11 @@ class CompressSettings:
         The type-II loop (:class:`~pyronas.inference.type2.Type2Config`).
     lambda_weight, curvature_multiplier, ard_iterations, prune_inputs
         The group-HARD prior's options; ``prune_inputs`` groups the first layer's inputs too.
+    group_prices
+        ``{"LAYER:GROUPING": price}`` (grouping ``out`` or ``in``, price > 0): that grouping's
+        group-lasso weights are multiplied by the price in the type-II update (above 1: its
+        units pruned harder; e.g. ``{"fc1:in": 0.3}`` prices the input pixels below the
+        hidden units, ``{"conv1:out": 4}`` prunes the first filters harder).
     finetune_epochs, finetune_lr
         Fine-tuning of the pruned network.
     baselines
@@ -142,6 +147,7 @@ class CompressSettings:
     curvature_multiplier: float = 1.0
     ard_iterations: int = 2000
     prune_inputs: bool = True
+    group_prices: dict[str, float] = dataclasses.field(default_factory=dict)
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     baselines: bool = False
@@ -171,6 +177,16 @@ class CompressSettings:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         object.__setattr__(self, "fractions", tuple(self.fractions))
+        prices = {}
+        for key, price in dict(self.group_prices or {}).items():
+            layer, _, grouping = str(key).partition(":")
+            if not layer or grouping not in group_hard.GROUPINGS:
+                raise ValueError(f"group_prices key {key!r}: expected 'LAYER:out' or 'LAYER:in'")
+            if not isinstance(price, int | float) or not price > 0:
+                raise ValueError(f"group_prices[{key!r}] must be a positive number, got "
+                                 f"{price!r}")
+            prices[f"{layer}:{grouping}"] = float(price)
+        object.__setattr__(self, "group_prices", prices)
 
     @classmethod
     def from_mapping(cls, values: CompressSettings | Mapping[str, Any]) -> CompressSettings:
@@ -184,6 +200,7 @@ class CompressSettings:
         """The settings as plain data (``config.yaml``)."""
         data = dataclasses.asdict(self)
         data["fractions"] = list(self.fractions)
+        data["group_prices"] = dict(self.group_prices)
         return data
 
 
@@ -197,18 +214,30 @@ class CompressResult:
     state: Type2State
 
 
-def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool = True
-                ) -> dict[str, Any]:
-    """The group-HARD options of a network: weight shapes, groupings and links.
+def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool = True,
+                group_prices: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The group-HARD options of a network: weight shapes, groupings, links and prices.
 
     The classifier is grouped by its inputs only, the first layer by its outputs and (with
     ``prune_inputs``) its inputs, every other layer by both; consecutive layers are linked.
 
+    Parameters
+    ----------
+    group_prices
+        ``{"LAYER:GROUPING": price}`` (:class:`CompressSettings`).
+
     Returns
     -------
     dict
-        ``{"weights": {site: shape}, "groupings": {site: names}, "links": [(a, b), ...]}``
-        with ``site = f"{layer.name}.weight"``.
+        ``{"weights": {site: shape}, "groupings": {site: names}, "links": [(a, b), ...],
+        "prices": {site: {grouping: price}}}`` with ``site = f"{layer.name}.weight"``.
+
+    Raises
+    ------
+    ValueError
+        A price for a layer the network does not have, or for a grouping the layer is not
+        grouped by (the classifier's outputs, the first layer's inputs without
+        ``prune_inputs``).
     """
     sites = [f"{layer.name}.weight" for layer in layers]
     weights = {s: tuple(net.get_submodule(layer.name).weight.shape)
@@ -220,7 +249,18 @@ def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool 
     if len(sites) == 1:
         groupings[sites[0]] = ("in",) if prune_inputs else ()
     links = list(zip(sites[:-1], sites[1:], strict=True))
-    return {"weights": weights, "groupings": groupings, "links": links}
+    prices: dict[str, dict[str, float]] = {}
+    for key, price in (group_prices or {}).items():
+        layer, _, grouping = key.partition(":")
+        site = f"{layer}.weight"
+        if site not in weights:
+            raise ValueError(f"group_prices names the layer {layer!r}; the network's prunable "
+                             f"layers: {', '.join(x.name for x in layers)}")
+        if grouping not in groupings[site]:
+            raise ValueError(f"group_prices[{key!r}]: layer {layer!r} is grouped by "
+                             f"{list(groupings[site])} only")
+        prices.setdefault(site, {})[grouping] = float(price)
+    return {"weights": weights, "groupings": groupings, "links": links, "prices": prices}
 
 
 def alive_units(hypers: Mapping[str, Any], layers: list[PrunableLayer]
@@ -336,12 +376,13 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     device = resolve_device(settings.device)
     seeds = SeedStreams(settings.seed)
     seed_everything(seeds.seed("torch"))
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config({"compress": settings.to_dict()}, out, seed=settings.seed)
     splits, loaders = _loaders(settings, seeds, device)
     input_shape = (splits.in_channels, splits.image_size, splits.image_size)
     net = build_network(settings.network, *input_shape[:2], splits.num_classes).to(device)
     layers = prunable_layers(net)
+    spec = weight_spec(layers, net, settings.prune_inputs, settings.group_prices)
+    out.mkdir(parents=True, exist_ok=True)  # the data and the spec are good: start the run
+    save_resolved_config({"compress": settings.to_dict()}, out, seed=settings.seed)
 
     dense_budget = FineTune(settings.pretrain_epochs, settings.lr, settings.momentum,
                             settings.weight_decay, settings.pretrain_schedule)
@@ -352,12 +393,11 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
              dense_weights)
     dense = copy.deepcopy(net) if settings.baselines else None
 
-    spec = weight_spec(layers, net, settings.prune_inputs)
     hypers = group_hard.init_hypers(
         spec["weights"], lambda_weight=settings.lambda_weight,
         curvature_multiplier=settings.curvature_multiplier,
         ard_iterations=settings.ard_iterations, groupings=spec["groupings"],
-        links=spec["links"],
+        links=spec["links"], prices=spec["prices"],
     )
     group_hard.check_weights(net, hypers)
     params = dict(net.named_parameters())
