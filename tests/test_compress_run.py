@@ -212,3 +212,33 @@ def test_a_price_for_a_missing_layer_stops_before_the_dense_training(tmp_path, m
     with pytest.raises(ValueError, match="names the layer 'conv1'"):
         run_compress({**SMOKE, "network": "lenet300", "group_prices": {"conv1:out": 2.0}},
                      tmp_path / "run")
+
+
+def test_single_dead_columns_after_the_flatten_are_pruned_physically() -> None:
+    from pyronas.compress.run import alive_columns, alive_units
+    from pyronas.compress.surgery import count_weights, masked_copy, prune_units
+    from pyronas.models import group_hard
+
+    torch.manual_seed(0)
+    net = build_network("lenet5", 1, 28, 10).double().eval()
+    layers = prunable_layers(net)
+    spec = weight_spec(layers, net)
+    hypers = group_hard.init_hypers(spec["weights"], groupings=spec["groupings"],
+                                    links=spec["links"])
+    gamma = {s: dict(g) for s, g in hypers["gamma_group"].items()}
+    gamma["conv2.weight"]["out"] = gamma["conv2.weight"]["out"].clone()
+    gamma["conv2.weight"]["out"][3] = 0.0  # one whole channel dies
+    assert alive_columns({**hypers, "gamma_group": group_hard.link_units(gamma, hypers)},
+                         layers) == {}  # its columns go with the channel: no selection needed
+    gamma["fc1.weight"]["in"] = gamma["fc1.weight"]["in"].clone()
+    gamma["fc1.weight"]["in"][[0, 5, 17]] = 0.0  # single positions of channels 0 and 1
+    linked = {**hypers, "gamma_group": group_hard.link_units(gamma, hypers)}
+    columns = alive_columns(linked, layers)
+    assert list(columns) == ["fc1"] and int((~columns["fc1"]).sum()) == 3 + 16
+    alive_out, alive_in = alive_units(linked, layers)
+    pruned = prune_units(net, alive_out, alive_in, columns)
+    assert pruned.get_submodule("fc1").in_features == 49 * 16 - 3
+    assert count_weights(pruned) < count_weights(prune_units(net, alive_out, alive_in))
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(pruned(x), masked_copy(net, alive_out, alive_in, columns)(x),
+                               rtol=1e-12, atol=1e-12)

@@ -179,3 +179,57 @@ def test_networks_that_are_not_chains_are_refused() -> None:
     net = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
     with pytest.raises(TypeError, match="module '1' \\(Tanh\\)"):
         prune_units(net, {"0": torch.ones(3, dtype=torch.bool)})
+
+
+def _column_masks(net: nn.Module, seed: int, p_alive: float) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    masks = {}
+    for layer in prunable_layers(net):
+        if layer.in_block > 1:
+            mask = torch.rand(layer.in_units, generator=g) < p_alive
+            mask[: layer.in_block] = True  # the first channel keeps its positions
+            masks[layer.name] = mask
+    return masks
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16), p_alive=st.floats(0.1, 0.9), train=st.booleans())
+def test_dropping_single_columns_after_a_flatten_computes_the_masked_network(
+    seed: int, p_alive: float, train: bool
+) -> None:
+    net = _net("lenet5", seed)
+    alive, _ = _masks(net, seed, p_alive, with_input=False)
+    alive["conv2"][0] = True  # the channel whose positions _column_masks keeps
+    columns = _column_masks(net, seed + 1, p_alive)
+    assert list(columns) == ["fc1"]
+    pruned = prune_units(net, alive, None, columns).train(train)
+    masked = masked_copy(net, alive, None, columns).train(train)
+    x = torch.randn(5, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(pruned(x), masked(x), rtol=1e-12, atol=1e-12)
+    # fc1 reads exactly the live columns of the live channels
+    live = columns["fc1"].reshape(50, 16) & alive["conv2"][:, None]
+    assert pruned.get_submodule("fc1").in_features == int(live.sum())
+    assert isinstance(pruned.get_submodule("select_fc1"), SelectInputs)
+    # masked differs from unit-only pruning: the columns really went
+    units_only = masked_copy(net, alive)
+    assert (units_only(x) - masked(x)).abs().max() > 1e-9
+
+
+def test_a_network_with_column_selections_rebuilds_but_does_not_prune_again() -> None:
+    from pyronas.compress.networks import describe_network, network_from_description
+
+    net = _net("lenet5", seed=7).eval()
+    alive = _all_alive(net)
+    columns = _column_masks(net, seed=7, p_alive=0.5)
+    pruned = prune_units(net, alive, None, columns)
+    rebuilt = network_from_description(describe_network(pruned)).double()
+    rebuilt.load_state_dict(pruned.state_dict())
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    assert torch.equal(rebuilt.eval()(x), pruned(x))
+    assert count_weights(pruned) == count_weights(net) - 500 * int((~columns["fc1"]).sum())
+    with pytest.raises(ValueError, match="cannot be pruned again"):
+        prune_units(pruned, _all_alive(pruned))
+    with pytest.raises(ValueError, match="not a linear layer after a flatten"):
+        prune_units(net, alive, None, {"fc2": torch.ones(500, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="inputs of 'fc1'"):
+        prune_units(net, alive, None, {"fc1": torch.ones(799, dtype=torch.bool)})

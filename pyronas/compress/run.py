@@ -12,6 +12,8 @@ A hidden unit of layer ``L`` is dead when its output group (row / filter of ``L`
 input groups in layer ``L + 1`` (columns / channels, ``in_block`` columns per filter after a
 flatten) are; the prior links the two so they die together. Input features of the first layer
 go with their column group (``prune_inputs``); the classifier keeps its outputs (the classes).
+A linear layer after a flatten also loses the single columns (positions of a live channel's
+feature map) whose input group died: a selection in front of it reads only the live ones.
 
 Run folder::
 
@@ -280,6 +282,24 @@ def alive_units(hypers: Mapping[str, Any], layers: list[PrunableLayer]
     return alive_out, first.get("in")
 
 
+def alive_columns(hypers: Mapping[str, Any], layers: list[PrunableLayer]) -> dict[str, Tensor]:
+    """``alive_columns`` for :func:`~pyronas.compress.surgery.prune_units`: the live input groups
+    of every linear layer after a flatten (``in_block > 1``) where the prior switched off single
+    positions of a live channel's feature map (``{layer: bool (in_features,)}``; a layer whose
+    dead columns all belong to dead channels needs no entry)."""
+    out = {}
+    for before, layer in zip(layers[:-1], layers[1:], strict=True):
+        groups = group_hard.alive_units(hypers, f"{layer.name}.weight")
+        if layer.in_block == 1 or "in" not in groups:
+            continue
+        own = groups["in"]
+        channel = group_hard.alive_units(hypers, f"{before.name}.weight")["out"]
+        live_channel = own.reshape(before.out_units, -1).any(1) & channel
+        if not bool(own.reshape(before.out_units, -1)[live_channel].all()):
+            out[layer.name] = own
+    return out
+
+
 def posterior_dict(settings: CompressSettings, state: Type2State, layers: list[PrunableLayer],
                    history: list[dict[str, Any]], num_data: int) -> dict[str, Any]:
     """The ``posterior.pt`` content: per site the MAP weights, Laplace variances, curvature
@@ -311,6 +331,8 @@ def _units_row(hypers: Mapping[str, Any], layers: list[PrunableLayer]) -> dict[s
         row["units_input"] = int(alive_in.sum())
     for layer in layers[:-1]:
         row[f"units_{layer.name}"] = int(alive_out[layer.name].sum())
+    for name, live in alive_columns(hypers, layers).items():
+        row[f"columns_{name}"] = int(live.sum())
     return row
 
 
@@ -444,7 +466,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     if empty:
         raise ValueError(f"the prior pruned every unit of {', '.join(empty)} at lambda_weight="
                          f"{settings.lambda_weight}; try a smaller lambda_weight")
-    pruned = prune_units(net, alive_out, alive_in)
+    pruned = prune_units(net, alive_out, alive_in, alive_columns(state.hypers, layers))
     _, pruned_acc = evaluate(pruned, loaders["test"])
     fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
                                                  settings.momentum))

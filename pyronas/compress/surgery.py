@@ -5,9 +5,11 @@
 the alive units of the layer before; a ``BatchNorm`` after a layer keeps the same channels; the
 first linear layer after a flatten keeps the ``h * w`` columns of every alive channel. Input
 units outside ``alive_in`` are dropped by a :class:`SelectInputs` module in front of the first
-layer. The result computes what :func:`masked_copy` (the same network with the dead units'
-weights, biases and batch-norm affine parameters set to zero) computes, up to the rounding of
-shorter sums.
+layer, and the dead columns of a linear layer after a flatten (``alive_columns``: single
+positions of a channel's feature map that the layer no longer reads) by one in front of that
+layer (``select_<layer>``). The result computes what :func:`masked_copy` (the same network
+with the dead units' weights, biases and batch-norm affine parameters set to zero) computes, up
+to the rounding of shorter sums.
 
 The layer surgery is written here rather than with Torch-Pruning. Torch-Pruning 1.6 does fit
 these networks (its dependency graph, traced on an example input, prunes the batch norms and the
@@ -34,7 +36,8 @@ PASSIVE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Ident
 
 
 def _check(
-    net: nn.Module, alive_out: dict[str, Tensor], alive_in: Tensor | None
+    net: nn.Module, alive_out: dict[str, Tensor], alive_in: Tensor | None,
+    alive_columns: dict[str, Tensor] | None = None,
 ) -> list[PrunableLayer]:
     """Validate the network and the masks; return the prunable layers."""
     if not isinstance(net, nn.Sequential):
@@ -48,6 +51,12 @@ def _check(
     layers = prunable_layers(net)
     if not layers:
         raise ValueError("the network has no Linear or Conv2d layer")
+    names = [name for name, _ in net.named_children()]
+    for position, (name, module) in enumerate(net.named_children()):
+        following = names[position + 1] if position + 1 < len(names) else None
+        if isinstance(module, SelectInputs) and following != layers[0].name:
+            raise ValueError(f"{name!r} selects the columns of a hidden layer ({following!r}): "
+                             "a network pruned with alive_columns cannot be pruned again")
     hidden = {layer.name: layer for layer in layers[:-1]}
     extra = sorted(set(alive_out) - set(hidden))
     if layers[-1].name in extra:
@@ -63,6 +72,13 @@ def _check(
              for name, layer in hidden.items()]  # fmt: skip
     if alive_in is not None:
         masks.append(("alive_in", alive_in, layers[0].in_units, f"input of {layers[0].name!r}"))
+    flattened = {layer.name: layer for layer in layers if layer.in_block > 1}
+    for name, mask in (alive_columns or {}).items():
+        if name not in flattened:
+            raise ValueError(f"alive_columns names {name!r}, not a linear layer after a flatten "
+                             f"({', '.join(flattened) or 'the network has none'})")
+        masks.append((f"alive_columns[{name!r}]", mask, flattened[name].in_units,
+                      f"the inputs of {name!r}"))
     for label, mask, units, where in masks:
         if mask.dtype != torch.bool or mask.shape != (units,):
             raise ValueError(f"{label} must be a bool tensor of shape ({units},) for {where}, "
@@ -139,7 +155,8 @@ def _batchnorm(m: nn.BatchNorm1d | nn.BatchNorm2d, keep: Tensor | None) -> nn.Mo
 
 
 def prune_units(
-    net: nn.Module, alive_out: dict[str, Tensor], alive_in: Tensor | None = None
+    net: nn.Module, alive_out: dict[str, Tensor], alive_in: Tensor | None = None,
+    alive_columns: dict[str, Tensor] | None = None,
 ) -> nn.Module:
     """A new, physically smaller network with only the alive units.
 
@@ -156,12 +173,19 @@ def prune_units(
         Bool ``(in_units,)`` of the first layer (input features of a linear first layer, input
         channels of a convolution); the dead ones are dropped by a :class:`SelectInputs` module
         in front of that layer. None keeps every input.
+    alive_columns : dict of str to Tensor, optional
+        ``alive_columns[layer.name]``: bool ``(in_features,)`` of a linear layer after a
+        flatten (``in_block > 1``): False drops that input column (one position of one channel's
+        feature map) by a :class:`SelectInputs` named ``select_<layer>`` in front of the layer.
+        Columns of dead channels go with the channel either way. The result cannot be pruned
+        again.
 
     Returns
     -------
     nn.Sequential
         The same children names (plus ``select`` in front of the first layer when
-        ``alive_in`` is given), same dtype, device and train/eval mode as ``net``.
+        ``alive_in`` is given, ``select_<layer>`` for ``alive_columns``), same dtype, device
+        and train/eval mode as ``net``.
 
     Raises
     ------
@@ -171,7 +195,8 @@ def prune_units(
     TypeError
         For a network that is not a chain of known modules.
     """
-    layers = _check(net, alive_out, alive_in)
+    layers = _check(net, alive_out, alive_in, alive_columns)
+    columns = alive_columns or {}
     first, classifier = layers[0].name, layers[-1].name
     device = next(net.parameters()).device
     keep_in = None if alive_in is None else _index(alive_in, device)
@@ -190,6 +215,11 @@ def prune_units(
         if isinstance(m, nn.Linear | nn.Conv2d):
             in_units = m.in_features if isinstance(m, nn.Linear) else m.in_channels
             cols = _columns(keep, total, in_units, name)
+            if name in columns:  # drop the dead columns of the (pruned) flattened activation
+                cols = torch.arange(in_units, device=device) if cols is None else cols
+                live = _index(columns[name].to(device)[cols], device)
+                children.append((f"select_{name}", SelectInputs(live)))
+                cols = cols.index_select(0, live)
             rows = None if name == classifier else _index(alive_out[name], device)
             new = _linear(m, rows, cols) if isinstance(m, nn.Linear) else _conv(m, rows, cols)
             children.append((name, new))
@@ -205,21 +235,23 @@ def prune_units(
 
 
 def masked_copy(
-    net: nn.Module, alive_out: dict[str, Tensor], alive_in: Tensor | None = None
+    net: nn.Module, alive_out: dict[str, Tensor], alive_in: Tensor | None = None,
+    alive_columns: dict[str, Tensor] | None = None,
 ) -> nn.Module:
     """A copy of ``net`` of the same shapes whose dead units are zeroed.
 
     Zeroes the rows (filters) and biases of dead output units, the weight and bias of the
     batch norm that follows their layer (so the unit outputs 0 in train and eval mode), the
-    columns (channels) of the next layer that read them, and the columns of the first layer for
-    inputs outside ``alive_in``. Arguments as :func:`prune_units`.
+    columns (channels) of the next layer that read them, the columns of the first layer for
+    inputs outside ``alive_in`` and the dead ``alive_columns``. Arguments as
+    :func:`prune_units`.
 
     Returns
     -------
     nn.Module
         The masked network, what :func:`prune_units` must compute.
     """
-    layers = _check(net, alive_out, alive_in)
+    layers = _check(net, alive_out, alive_in, alive_columns)
     masked = copy.deepcopy(net)
     device = next(net.parameters()).device
     dead_cols: Tensor | None = None if alive_in is None else ~alive_in.to(device)
@@ -234,6 +266,8 @@ def masked_copy(
                         block = layer.in_units // previous.out_units
                         dead_cols = dead_cols.repeat_interleave(block)
                     m.weight[:, dead_cols] = 0.0
+                if name in (alive_columns or {}):
+                    m.weight[:, ~alive_columns[name].to(device)] = 0.0
                 dead_cols = None
                 if name in alive_out:
                     dead = ~alive_out[name].to(device)
