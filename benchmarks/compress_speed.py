@@ -7,19 +7,24 @@ Builds the 28x28 LeNet-5 (conv 20, conv 50, fc 500, fc 10) and two pruned copies
 turns in every round so that they share the machine's load (and the units a group-HARD
 compression of LeNet-5 on Fashion-MNIST kept, 20-26-121); prints the best images/s of each
 over the rounds, the ratio to the dense network, and the weights and multiply-adds.
+``--runs`` adds the pruned networks of LeNet-5 compression run folders (``architecture.json``
+and ``pruned_state.pt``), named after their folders.
 
     python benchmarks/compress_speed.py [--batch 256] [--rounds 7] [--seconds 0.5] [--threads 1]
+        [--runs runs/compress/lenet5-fashion-mnist-s0 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from pyronas.compress.networks import build_network, prunable_layers
+from pyronas.compress.networks import build_network, network_from_description, prunable_layers
 from pyronas.compress.surgery import count_flops, count_weights, prune_units
 
 KEPT: dict[str, dict[str, int]] = {
@@ -43,6 +48,18 @@ def networks() -> dict[str, nn.Module]:
     return nets
 
 
+def run_network(folder: Path) -> nn.Module:
+    """The pruned network of a compression run folder, in eval mode."""
+    description = folder / "architecture.json"
+    if not description.is_file():
+        raise SystemExit(f"{folder}: no architecture.json (not a finished compression run)")
+    net = network_from_description(json.loads(description.read_text()))
+    net.load_state_dict(torch.load(folder / "pruned_state.pt", map_location="cpu"))
+    if tuple(net(torch.zeros(1, 1, 28, 28)).shape) != (1, 10):
+        raise SystemExit(f"{folder}: not a 28x28, 10-class network")
+    return net.eval()
+
+
 def images_per_second(net: nn.Module, x: torch.Tensor, seconds: float) -> float:
     """Forward passes of ``x`` for about ``seconds``; images per second."""
     done, start = 0, time.perf_counter()
@@ -52,15 +69,18 @@ def images_per_second(net: nn.Module, x: torch.Tensor, seconds: float) -> float:
     return done * len(x) / elapsed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.5, help="per network and round")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--runs", type=Path, nargs="*", default=[],
+                        help="compression run folders of LeNet-5 (28x28) to time too")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     nets = networks()
+    nets |= {folder.name: run_network(folder) for folder in args.runs}
     x = torch.randn(args.batch, 1, 28, 28)
     best = dict.fromkeys(nets, 0.0)
     with torch.inference_mode():
@@ -71,11 +91,12 @@ def main() -> None:
                 best[label] = max(best[label], images_per_second(net, x, args.seconds))
     print(f"LeNet-5 28x28, CPU, batch {args.batch}, {args.threads} thread(s), "
           f"best of {args.rounds} rounds")  # fmt: skip
-    print(f"{'network':<10} {'units':<12} {'weights':>9} {'MACs':>10} {'images/s':>10} "
+    width = max(len(label) for label in nets)
+    print(f"{'network':<{width}} {'units':<12} {'weights':>9} {'MACs':>10} {'images/s':>10} "
           f"{'speed-up':>8}")  # fmt: skip
     for label, net in nets.items():
         units = "-".join(str(layer.out_units) for layer in prunable_layers(net)[:-1])
-        print(f"{label:<10} {units:<12} {count_weights(net):>9,} "
+        print(f"{label:<{width}} {units:<12} {count_weights(net):>9,} "
               f"{count_flops(net, (1, 28, 28)):>10,} {best[label]:>10,.0f} "
               f"{best[label] / best['dense']:>7.2f}x")  # fmt: skip
 

@@ -233,3 +233,27 @@ def test_a_network_with_column_selections_rebuilds_but_does_not_prune_again() ->
         prune_units(net, alive, None, {"fc2": torch.ones(500, dtype=torch.bool)})
     with pytest.raises(ValueError, match="inputs of 'fc1'"):
         prune_units(net, alive, None, {"fc1": torch.ones(799, dtype=torch.bool)})
+
+
+def test_speed_benchmark_times_the_network_of_a_run_folder(tmp_path, capsys) -> None:
+    import json
+
+    from conftest import load_script
+
+    from pyronas.compress.networks import describe_network
+
+    net = build_network("lenet5", 1, 28, 10).eval()
+    alive = {l.name: torch.arange(l.out_units) < 5 for l in prunable_layers(net)[:-1]}
+    columns = _column_masks(net, seed=0, p_alive=0.5)
+    pruned = prune_units(net, alive, None, columns)
+    folder = tmp_path / "lenet5-s0"
+    folder.mkdir()
+    (folder / "architecture.json").write_text(json.dumps(describe_network(pruned)))
+    torch.save(pruned.state_dict(), folder / "pruned_state.pt")
+    bench = load_script("benchmarks/compress_speed.py")
+    bench.main(["--batch", "4", "--rounds", "1", "--seconds", "0.01", "--runs", str(folder)])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("lenet5-s0"))
+    assert f"{count_weights(pruned):,}" in row and row.rstrip().endswith("x")
+    with pytest.raises(SystemExit, match="architecture.json"):
+        bench.main(["--rounds", "1", "--runs", str(tmp_path)])
