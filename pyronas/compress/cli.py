@@ -65,14 +65,12 @@ def parse_group_prices(items: list[str]) -> dict[str, float]:
     """``["fc1:in=0.3", ...]`` -> ``{"fc1:in": 0.3}``; ``ValueError`` naming a malformed item."""
     prices = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        key, _, value = item.partition("=")  # no "=": value is "", which float() refuses
         try:
             prices[key] = float(value)
         except ValueError:
-            sep = ""
-        if not sep:
             raise ValueError(f"--group-price {item!r}: expected LAYER:GROUPING=PRICE, e.g. "
-                             "fc1:in=0.3")
+                             "fc1:in=0.3") from None
     return prices
 
 

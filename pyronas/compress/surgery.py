@@ -252,6 +252,7 @@ def masked_copy(
         The masked network, what :func:`prune_units` must compute.
     """
     layers = _check(net, alive_out, alive_in, alive_columns)
+    columns = alive_columns or {}
     masked = copy.deepcopy(net)
     device = next(net.parameters()).device
     dead_cols: Tensor | None = None if alive_in is None else ~alive_in.to(device)
@@ -266,8 +267,8 @@ def masked_copy(
                         block = layer.in_units // previous.out_units
                         dead_cols = dead_cols.repeat_interleave(block)
                     m.weight[:, dead_cols] = 0.0
-                if name in (alive_columns or {}):
-                    m.weight[:, ~alive_columns[name].to(device)] = 0.0
+                if name in columns:
+                    m.weight[:, ~columns[name].to(device)] = 0.0
                 dead_cols = None
                 if name in alive_out:
                     dead = ~alive_out[name].to(device)
