@@ -242,3 +242,25 @@ def test_single_dead_columns_after_the_flatten_are_pruned_physically() -> None:
     x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
     torch.testing.assert_close(pruned(x), masked_copy(net, alive_out, alive_in, columns)(x),
                                rtol=1e-12, atol=1e-12)
+
+
+def test_the_finetune_schedule_reaches_ours_and_both_baselines(tmp_path, monkeypatch) -> None:
+    import pyronas.compress.baselines as baselines
+    import pyronas.compress.run as compress_run
+
+    budgets = []
+    original = baselines.fine_tune
+
+    def recording(net, loader, budget, *args, **kwargs):
+        budgets.append(budget)
+        return original(net, loader, budget, *args, **kwargs)
+
+    monkeypatch.setattr(compress_run, "fine_tune", recording)
+    monkeypatch.setattr(baselines, "fine_tune", recording)
+    run_compress({**SMOKE, "network": "lenet300", "baselines": True,
+                  "pretrain_schedule": "constant", "finetune_schedule": "cosine"},
+                 tmp_path / "run")
+    # dense training, our fine-tuning, magnitude, structured
+    assert [b.schedule for b in budgets] == ["constant", "cosine", "cosine", "cosine"]
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        CompressSettings(finetune_schedule="linear")

@@ -27,6 +27,8 @@ _HELP = {
     "out": "run folder (default runs/compress-<time>)",
     "pretrain_epochs": "dense training epochs before the type-II loop",
     "pretrain_schedule": "dense learning rate: constant, or cosine (annealed to 0)",
+    "finetune_schedule": "fine-tuning learning rate (ours and the baselines): constant, or "
+    "cosine (annealed to 0)",
     "t_max": "type-II iterations",
     "lambda_weight": "group-lasso strength of the group-HARD prior (larger: sparser)",
     "backend": "curvature backend (ggn_lean, ggn, layerwise, fisher, ...)",

@@ -115,13 +115,14 @@ class CompressSettings:
         group-lasso weights are multiplied by the price in the type-II update (above 1: its
         units pruned harder; e.g. ``{"fc1:in": 0.3}`` prices the input pixels below the
         hidden units, ``{"conv1:out": 4}`` prunes the first filters harder).
-    finetune_epochs, finetune_lr
-        Fine-tuning of the pruned network.
+    finetune_epochs, finetune_lr, finetune_schedule
+        Fine-tuning of the pruned network (and of the baselines): ``constant`` at
+        ``finetune_lr``, or ``cosine`` from it to 0.
     baselines
         Also prune the dense network by magnitude (global, unstructured, to the same number of
         weights) and by unit norm (structured, to the same hidden units), each fine-tuned for
         the epochs this run trained after the dense phase (``t_max * epochs_per_iter +
-        finetune_epochs``, at ``finetune_lr``); their test errors go into ``metrics.json``.
+        finetune_epochs``, at ``finetune_lr`` with ``finetune_schedule``); their test errors go into ``metrics.json``.
     max_batches
         At most this many batches per epoch (``None``: all; small values for smoke runs).
     """
@@ -152,6 +153,7 @@ class CompressSettings:
     group_prices: dict[str, float] = dataclasses.field(default_factory=dict)
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
+    finetune_schedule: str = "constant"
     baselines: bool = False
     max_batches: int | None = None
 
@@ -170,6 +172,7 @@ class CompressSettings:
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         FineTune(schedule=self.pretrain_schedule)  # an unknown schedule fails here
+        FineTune(schedule=self.finetune_schedule)
         for name in ("pretrain_epochs", "finetune_epochs"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
@@ -469,7 +472,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     pruned = prune_units(net, alive_out, alive_in, alive_columns(state.hypers, layers))
     _, pruned_acc = evaluate(pruned, loaders["test"])
     fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
-                                                 settings.momentum))
+                                                 settings.momentum,
+                                                 schedule=settings.finetune_schedule))
     _, final_acc = evaluate(pruned, loaders["test"])
     kept_weights = count_weights(pruned)
     seconds = time.perf_counter() - start
@@ -506,7 +510,8 @@ def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
                ) -> dict[str, Any]:
     """Test errors of magnitude and structured pruning of ``dense`` at this run's sparsity."""
     epochs = settings.t_max * settings.epochs_per_iter + settings.finetune_epochs
-    budget = FineTune(epochs, settings.finetune_lr, settings.momentum)
+    budget = FineTune(epochs, settings.finetune_lr, settings.momentum,
+                      schedule=settings.finetune_schedule)
     dense_weights = count_weights(dense)
     sparsity = 1 - kept_weights / dense_weights
     magnitude, _ = magnitude_prune(dense, sparsity, loaders["train"], budget)
