@@ -10,6 +10,13 @@ cell, and is written into ``docs/results.md`` between ``<!-- cells-compare:start
     python experiments/compare_cells.py --seeds 0 1 2 --out runs/cells --workers 2
     python experiments/compare_cells.py --smoke --dataset digits --out runs/cells-smoke
 
+``--cell NAME=GENOTYPE`` (repeatable) retrains your own cells (a genotype.json each) instead of
+the published ones; a ``GROUP/`` prefix on the names (``diag/s0``, ``full/s0``) pools the runs of
+each group in the last line, and ``--section`` names the markdown section to write:
+
+    python experiments/compare_cells.py --random-cells 0 --cell diag/s0=runs/d0/genotype.json \
+        --cell full/s0=runs/f0/genotype.json --seeds 0 1 --out runs/laplace-cells
+
 Rerunning the command skips finished retrainings and resumes interrupted ones.
 """
 
@@ -56,7 +63,7 @@ def random_cells(count: int, out: Path) -> list[Path]:
 def jobs(args: argparse.Namespace) -> tuple[list[Job], dict[str, str]]:
     """Seed-major list of retraining jobs and ``cell name -> genotype`` (name or file)."""
     args.out.mkdir(parents=True, exist_ok=True)
-    cells = {name: name for name in PUBLISHED}
+    cells = dict(args.cell) if args.cell else {name: name for name in PUBLISHED}
     for path in random_cells(args.random_cells, args.out / "cells"):
         cells[path.stem] = str(path)
     work = [
@@ -75,12 +82,16 @@ def collect(args: argparse.Namespace, cells: dict[str, str]) -> list[dict[str, A
     for name, genotype in cells.items():
         runs = [read_json(args.out / name / f"seed{s}" / "metrics.json") for s in args.seeds]
         done = [m for m in runs if m is not None]
+        cell = load_genotype(genotype)
         rows.append({
             "cell": name,
+            "group": cell_group(name),
             "accs": [float(m["test_acc"]) for m in done],
             "seeds_done": len(done),
             "params_M": done[0]["params_M"] if done else None,
-            "skips_normal": count_skips(load_genotype(genotype)),
+            "skips_normal": count_skips(cell),
+            "ops": [sum(len(node) for node in cell.normal),
+                    sum(len(node) for node in cell.reduce or ())],
             "devices": sorted({m.get("device_name", m.get("device", "?")) for m in done}),
         })
     return rows
@@ -94,30 +105,56 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{budget} (test accuracy on the first 2048 test images); device(s): "
         f"{', '.join(devices) or '-'}.",
         "",
-        "| cell | test acc % (mean +/- sd) | runs | params (M) | skips in normal cell |",
-        "| --- | --- | --- | --- | --- |",
+        "| cell | test acc % (mean +/- sd) | runs | params (M) | ops (normal + reduce) "
+        "| skips in normal cell |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         params = f"{r['params_M']:.3f}" if r["params_M"] is not None else "-"
         lines.append(f"| {r['cell']} | {mean_sd_text(r['accs'])} | {r['seeds_done']} | {params} "
-                     f"| {r['skips_normal']} |")
-    published = [a for r in rows if not r["cell"].startswith("random") for a in r["accs"]]
-    rand = [a for r in rows if r["cell"].startswith("random") for a in r["accs"]]
-    lines += ["", f"All published-cell runs: {mean_sd_text(published)}; "
-              f"all random-cell runs: {mean_sd_text(rand)}."]
+                     f"| {r['ops'][0]} + {r['ops'][1]} | {r['skips_normal']} |")
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).extend(r["accs"])
+    pooled = "; ".join(f"all {group}-cell runs: {mean_sd_text(accs)}"
+                       for group, accs in groups.items())
+    lines += ["", pooled[0].upper() + pooled[1:] + "."]
     return "\n".join(lines)
+
+
+def cell_group(name: str) -> str:
+    """``diag/s0`` -> ``diag``; ``random3`` -> ``random``; a published cell -> ``published``."""
+    if "/" in name:
+        return name.split("/", 1)[0]
+    return "random" if name.startswith("random") else "published"
+
+
+def parse_cell(item: str) -> tuple[str, str]:
+    """``NAME=GENOTYPE`` -> ``(NAME, GENOTYPE)``; the genotype file must exist."""
+    name, _, genotype = item.partition("=")
+    if not name or not genotype:
+        raise argparse.ArgumentTypeError(f"--cell {item!r}: expected NAME=GENOTYPE")
+    if not Path(genotype).is_file():
+        raise argparse.ArgumentTypeError(f"--cell {item!r}: no genotype file {genotype}")
+    return name, genotype
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = comparison_parser(__doc__.splitlines()[0], "runs/cells")
     parser.add_argument("--random-cells", type=int, default=5)
+    parser.add_argument("--cell", type=parse_cell, action="append", default=None,
+                        metavar="NAME=GENOTYPE",
+                        help="retrain this genotype file instead of the published cells "
+                        "(repeatable; NAME may carry a GROUP/ prefix)")
+    parser.add_argument("--section", default="cells-compare",
+                        help="markdown section of --results-md to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     work, cells = jobs(args)
     if not args.report_only:
         run_jobs(work, deadline=args.deadline, executor=executor_from_args(args))
     rows = collect(args, cells)
-    publish_report(args, rows, markdown(rows, args), "cells-compare")
+    publish_report(args, rows, markdown(rows, args), args.section)
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pyronas.genotype import load_genotype
+from pyronas.genotype import load_genotype, save_genotype
 from pyronas.jobs import (
     Job,
     count_skips,
@@ -118,6 +118,24 @@ def test_compare_cells_smoke(tmp_path):
     # the random cells are fixed draws: the same in every run
     again = compare.random_cells(1, tmp_path / "again")
     assert load_genotype(again[0]) == load_genotype(out / "cells" / "random0.json")
+
+
+def test_compare_cells_of_your_own_pooled_by_group(tmp_path):
+    compare = _experiment("compare_cells")
+    md = tmp_path / "results.md"
+    cell = save_genotype(load_genotype("DARTS_V2"), tmp_path / "mine.json")
+    argv = ["--smoke", "--dataset", "digits", "--seeds", "0", "--random-cells", "0",
+            "--cell", f"a/x={cell}", "--cell", f"b/x={cell}", "--out", str(tmp_path / "own"),
+            "--results-md", str(md), "--section", "own-cells"]
+    assert compare.main(argv) == 0
+    rows = json.loads((tmp_path / "own" / "summary.json").read_text())
+    assert [(r["cell"], r["group"], r["ops"]) for r in rows] == [("a/x", "a", [8, 8]),
+                                                                 ("b/x", "b", [8, 8])]
+    text = md.read_text()
+    assert "<!-- own-cells:start -->" in text and "All a-cell runs:" in text
+    assert "; all b-cell runs:" in text
+    with pytest.raises(SystemExit):
+        compare.main(["--cell", f"c={tmp_path / 'missing.json'}", "--out", str(tmp_path / "n")])
 
 
 def test_compare_strategies_smoke(tmp_path):

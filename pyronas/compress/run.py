@@ -122,7 +122,8 @@ class CompressSettings:
         Also prune the dense network by magnitude (global, unstructured, to the same number of
         weights) and by unit norm (structured, to the same hidden units), each fine-tuned for
         the epochs this run trained after the dense phase (``t_max * epochs_per_iter +
-        finetune_epochs``, at ``finetune_lr`` with ``finetune_schedule``); their test errors go into ``metrics.json``.
+        finetune_epochs``, at ``finetune_lr`` with ``finetune_schedule``); their test errors
+        go into ``metrics.json``.
     max_batches
         At most this many batches per epoch (``None``: all; small values for smoke runs).
     """
