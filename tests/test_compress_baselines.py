@@ -12,6 +12,7 @@ from pyronas.compress.baselines import (
     magnitude_masks,
     magnitude_prune,
     norm_alive,
+    norm_alive_columns,
     structured_prune,
 )
 from pyronas.compress.networks import build_network, prunable_layers
@@ -86,6 +87,25 @@ def test_structured_prune_is_physically_smaller_and_trains() -> None:
     assert [l.out_units for l in prunable_layers(pruned)] == [10, 25, 50, 10]
     assert count_weights(pruned) == count_weights(untuned) < count_weights(net)
     assert evaluate(pruned, loader)[0] < evaluate(untuned, loader)[0] - 0.1
+
+
+def test_structured_columns_keep_the_largest_columns_of_alive_channels() -> None:
+    net = _net("lenet5", 28)  # fc1 reads 50 channels x 16 positions
+    alive = norm_alive(net, {"conv2": 5})
+    columns = norm_alive_columns(net, alive, {"fc1": 30})["fc1"]
+    assert columns.shape == (800,) and int(columns.sum()) == 30
+    live = alive["conv2"].repeat_interleave(16)
+    assert not bool(columns[~live].any())  # only columns of alive channels
+    norms = net.get_submodule("fc1").weight.detach().norm(dim=0)
+    assert norms[columns].min() >= norms[live & ~columns].max()
+    pruned = structured_prune(net, {"conv2": 5}, _loader(28, n=32), FineTune(epochs=0),
+                              columns={"fc1": 30})
+    assert pruned.get_submodule("fc1").weight.shape == (500, 30)
+    assert norm_alive_columns(net, alive, {"fc1": 80}) == {}  # every column: nothing to select
+    with pytest.raises(ValueError, match="the alive channels give 80 columns"):
+        norm_alive_columns(net, alive, {"fc1": 81})
+    with pytest.raises(ValueError, match="not a linear layer after a flatten"):
+        norm_alive_columns(net, alive, {"fc2": 3})
 
 
 def test_fine_tune_lowers_the_training_loss() -> None:

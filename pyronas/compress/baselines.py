@@ -4,7 +4,9 @@
   over all prunable layers set to zero (and kept at zero while fine-tuning) until a target
   fraction of them is gone.
 * :func:`structured_prune`: in every hidden layer, the units (rows / filters) of largest L2
-  norm are kept, the others physically removed by :func:`~pyronas.compress.surgery.prune_units`.
+  norm are kept, the others physically removed by :func:`~pyronas.compress.surgery.prune_units`;
+  optionally also the input columns of largest L2 norm of a linear layer after a flatten
+  (:func:`norm_alive_columns`), so that it matches a network pruned to single positions.
 
 Both fine-tune with :func:`fine_tune`, a plain SGD loop on any iterable of ``(x, y)`` batches,
 for the epochs of a :class:`FineTune` budget.
@@ -214,19 +216,67 @@ def norm_alive(net: nn.Module, units: dict[str, int]) -> dict[str, Tensor]:
     return alive
 
 
+def norm_alive_columns(net: nn.Module, alive_out: dict[str, Tensor], columns: dict[str, int]
+                       ) -> dict[str, Tensor]:
+    """Alive columns keeping, per linear layer after a flatten, the ``columns[name]`` input
+    columns of largest L2 norm among those of the channels ``alive_out`` keeps.
+
+    Parameters
+    ----------
+    net : nn.Module
+        A network of :mod:`pyronas.compress.networks`.
+    alive_out : dict of str to Tensor
+        The alive units of every hidden layer (:func:`norm_alive`), bool ``(out_units,)``.
+    columns : dict of str to int
+        Columns to keep per layer, at most ``alive channels * in_block`` (each column is one
+        position of one channel's feature map).
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``alive_columns`` for :func:`~pyronas.compress.surgery.prune_units`: bool
+        ``(in_features,)``; a layer that keeps every column of its alive channels gets no
+        entry (nothing to select).
+    """
+    layers = prunable_layers(net)
+    before = {layer.name: prev for prev, layer in zip(layers[:-1], layers[1:], strict=True)}
+    alive = {}
+    for name, keep in columns.items():
+        layer = next((x for x in layers if x.name == name), None)
+        if layer is None or layer.in_block == 1:
+            raise ValueError(f"columns names {name!r}, not a linear layer after a flatten")
+        weight = net.get_submodule(name).weight.detach()
+        live = alive_out[before[name].name].repeat_interleave(layer.in_block)
+        if not 1 <= keep <= int(live.sum()):
+            raise ValueError(f"columns[{name!r}] = {keep}; the alive channels give "
+                             f"{int(live.sum())} columns")
+        if keep == int(live.sum()):
+            continue
+        norms = weight.norm(dim=0).masked_fill(~live, -1.0)
+        mask = torch.zeros_like(live)
+        mask[torch.topk(norms, keep).indices] = True
+        alive[name] = mask
+    return alive
+
+
 def structured_prune(
     net: nn.Module,
     units: dict[str, int],
     loader: Iterable[tuple[Tensor, Tensor]],
     budget: FineTune,
+    columns: dict[str, int] | None = None,
 ) -> nn.Module:
     """Structured pruning by unit norm (:func:`norm_alive`), physically, then fine-tuning.
+
+    ``columns`` (``{layer: count}``) also keeps only that many input columns of a linear layer
+    after a flatten, by norm (:func:`norm_alive_columns`).
 
     Returns
     -------
     nn.Module
         The smaller, fine-tuned network; ``net`` is not changed.
     """
-    pruned = prune_units(net, norm_alive(net, units))
+    alive = norm_alive(net, units)
+    pruned = prune_units(net, alive, alive_columns=norm_alive_columns(net, alive, columns or {}))
     fine_tune(pruned, loader, budget)
     return pruned

@@ -120,7 +120,8 @@ class CompressSettings:
         ``finetune_lr``, or ``cosine`` from it to 0.
     baselines
         Also prune the dense network by magnitude (global, unstructured, to the same number of
-        weights) and by unit norm (structured, to the same hidden units), each fine-tuned for
+        weights) and by unit norm (structured, to the same hidden units and, after a flatten,
+        as many input positions by column norm), each fine-tuned for
         the epochs this run trained after the dense phase (``t_max * epochs_per_iter +
         finetune_epochs``, at ``finetune_lr`` with ``finetune_schedule``); their test errors
         go into ``metrics.json``.
@@ -519,7 +520,9 @@ def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
     _, magnitude_acc = evaluate(magnitude, loaders["test"])
     units = {layer.name: int(pruned.get_submodule(layer.name).weight.shape[0])
              for layer in layers[:-1]}
-    structured = structured_prune(dense, units, loaders["train"], budget)
+    columns = {layer.name: int(pruned.get_submodule(layer.name).weight.shape[1])
+               for layer in layers if layer.in_block > 1}  # the positions ours reads
+    structured = structured_prune(dense, units, loaders["train"], budget, columns)
     _, structured_acc = evaluate(structured, loaders["test"])
     log.info("baselines at %.1f %% of the weights removed: magnitude test error %.4f, "
              "structured (units %s) %.4f", 100 * sparsity, 1 - magnitude_acc, units,
