@@ -264,3 +264,25 @@ def test_the_finetune_schedule_reaches_ours_and_both_baselines(tmp_path, monkeyp
     assert [b.schedule for b in budgets] == ["constant", "cosine", "cosine", "cosine"]
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
         CompressSettings(finetune_schedule="linear")
+
+
+def test_scratch_baseline_trains_the_pruned_architecture_from_fresh_weights(tmp_path,
+                                                                            monkeypatch) -> None:
+    import pyronas.compress.run as compress_run
+
+    trained = []
+    original = compress_run.fine_tune
+
+    def recording(net, loader, budget, *args, **kwargs):
+        trained.append((net, budget))
+        return original(net, loader, budget, *args, **kwargs)
+
+    monkeypatch.setattr(compress_run, "fine_tune", recording)
+    result = run_compress({**SMOKE, "network": "lenet300", "scratch_baseline": True,
+                           "pretrain_epochs": 2, "lambda_weight": 1e-7}, tmp_path / "run")
+    assert 0 <= result.metrics["baseline_scratch_test_error"] <= 1
+    (dense, dense_budget), (ours, _), (fresh, fresh_budget) = trained
+    assert fresh_budget == dense_budget and fresh is not ours
+    assert [p.shape for p in fresh.parameters()] == [p.shape for p in ours.parameters()]
+    assert torch.equal(fresh.select.index, ours.select.index)  # the same pixels are read
+    assert not torch.equal(fresh.fc1.weight, ours.fc1.weight)

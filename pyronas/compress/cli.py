@@ -36,6 +36,7 @@ _HELP = {
     "prune_inputs": "group the first layer's input features too (--no-prune-inputs: keep them)",
     "max_batches": "at most this many batches per epoch (smoke runs)",
     "baselines": "also run magnitude and structured-norm pruning at the same sparsity",
+    "scratch_baseline": "also train the pruned architecture from fresh weights (dense budget)",
 }
 
 

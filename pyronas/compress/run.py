@@ -60,6 +60,7 @@ from pyronas.compress.networks import (
     PrunableLayer,
     build_network,
     describe_network,
+    network_from_description,
     prunable_layers,
 )
 from pyronas.compress.report import POSTERIOR_FORMAT, compress_to_arviz
@@ -125,6 +126,10 @@ class CompressSettings:
         the epochs this run trained after the dense phase (``t_max * epochs_per_iter +
         finetune_epochs``, at ``finetune_lr`` with ``finetune_schedule``); their test errors
         go into ``metrics.json``.
+    scratch_baseline
+        Also train the pruned architecture from fresh weights with the dense phase's budget
+        (``pretrain_epochs`` at ``lr`` with ``pretrain_schedule``): what the architecture reaches
+        without the weights the prior kept (its test error goes into ``metrics.json``).
     max_batches
         At most this many batches per epoch (``None``: all; small values for smoke runs).
     """
@@ -157,6 +162,7 @@ class CompressSettings:
     finetune_lr: float = 0.01
     finetune_schedule: str = "constant"
     baselines: bool = False
+    scratch_baseline: bool = False
     max_batches: int | None = None
 
     def __post_init__(self) -> None:
@@ -500,6 +506,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     }
     if dense is not None:
         summary.update(_baselines(dense, pruned, layers, settings, loaders, kept_weights))
+    if settings.scratch_baseline:
+        summary["baseline_scratch_test_error"] = _scratch_error(pruned, settings, loaders)
     _save(out, settings, state, layers, history, num_data, pruned, summary)
     log.info("compressed %s: %s units, %.1fx fewer weights, test error %.4f -> %.4f (%.0f s)",
              settings.network, summary["units_after"], summary["compression_ratio"],
@@ -531,6 +539,24 @@ def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
             "baseline_magnitude_test_error": 1 - magnitude_acc,
             "baseline_structured_test_error": 1 - structured_acc,
             "baseline_structured_weights": count_weights(structured)}
+
+
+def _scratch_error(pruned: nn.Module, settings: CompressSettings,
+                   loaders: Mapping[str, Any]) -> float:
+    """Test error of ``pruned``'s architecture trained from fresh weights like the dense one."""
+    parameter = next(pruned.parameters())
+    fresh = network_from_description(describe_network(pruned)).to(parameter.device,
+                                                                   parameter.dtype)
+    for name, buffer in pruned.named_buffers():
+        if name.endswith("index"):  # the selections of pixels and columns: not weights
+            fresh.get_buffer(name).copy_(buffer)
+    fine_tune(fresh, loaders["train"], FineTune(settings.pretrain_epochs, settings.lr,
+                                                settings.momentum, settings.weight_decay,
+                                                settings.pretrain_schedule))
+    _, acc = evaluate(fresh, loaders["test"])
+    log.info("scratch baseline (the pruned architecture from fresh weights): test error %.4f",
+             1 - acc)
+    return 1 - acc
 
 
 def _units(net: nn.Module, layers: list[PrunableLayer]) -> list[int]:
