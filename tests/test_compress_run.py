@@ -169,7 +169,8 @@ def test_experiment_script_smoke(tmp_path) -> None:
     assert table.count("\n| lenet300 | digits | 1 |") == 1
     assert "magnitude baseline" in table
     row = table.strip().splitlines()[-1]
-    assert row.count("|") == 12 and " - |" not in row  # baselines filled in
+    assert row.count("|") == 13 and " - |" not in row  # baselines filled in
+    assert "from scratch" in table
     # a second call skips the finished run and writes the same table
     assert module.main(["--smoke", "--networks", "lenet300", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").read_text() == table
