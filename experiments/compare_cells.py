@@ -35,6 +35,7 @@ from pyronas.genotype import load_genotype, save_genotype
 from pyronas.jobs import (
     Job,
     comparison_parser,
+    count_ops,
     count_skips,
     executor_from_args,
     mean_sd_text,
@@ -90,8 +91,7 @@ def collect(args: argparse.Namespace, cells: dict[str, str]) -> list[dict[str, A
             "seeds_done": len(done),
             "params_M": done[0]["params_M"] if done else None,
             "skips_normal": count_skips(cell),
-            "ops": [sum(len(node) for node in cell.normal),
-                    sum(len(node) for node in cell.reduce or ())],
+            "ops": [count_ops(cell, "normal"), count_ops(cell, "reduce")],
             "devices": sorted({m.get("device_name", m.get("device", "?")) for m in done}),
         })
     return rows

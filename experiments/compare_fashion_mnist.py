@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from pyronas.genotype import Genotype, alive_mask, derive, load_genotype, save_genotype
-from pyronas.jobs import count_skips, mean_sd_text, publish_report, retrain_job, search_job
+from pyronas.jobs import (
+    count_ops,
+    count_skips,
+    mean_sd_text,
+    publish_report,
+    retrain_job,
+    search_job,
+)
 from pyronas.space import get_space
 from pyronas.train import DATASET_PRESETS
 
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["found"].append(found_acc)
         results["random"].append(median)
         rows.append({"seed": seed, "found": found_acc, "random_median": median,
-                     "random": random_accs, "ops": sum(len(p) for p in found.normal),
+                     "random": random_accs, "ops": count_ops(found),
                      "skips_normal": count_skips(found)})
     return {"rows": rows, **results}
 

@@ -40,6 +40,7 @@ from pyronas.genotype import load_genotype, save_genotype
 from pyronas.jobs import (
     Job,
     comparison_parser,
+    count_ops,
     count_skips,
     executor_from_args,
     mean_sd_text,
@@ -145,7 +146,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             accs.append(float(metrics["test_acc"]))
             params.append(float(metrics["params_M"]))
             skips.append(count_skips(genotype))
-            ops.append(sum(len(pairs) for pairs in genotype.normal))
+            ops.append(count_ops(genotype))
             cost = read_json(run / "search" / "metrics.json") or {}
             if "search_seconds" in cost:
                 minutes.append(cost["search_seconds"] / 60)

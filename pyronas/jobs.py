@@ -43,6 +43,11 @@ def count_skips(genotype: Genotype, cell_type: str = "normal") -> int:
     return sum(op == "skip_connect" for pairs in getattr(genotype, cell_type) for op, _ in pairs)
 
 
+def count_ops(genotype: Genotype, cell_type: str = "normal") -> int:
+    """Number of ops (``(op, input)`` pairs) in one cell type of a genotype (0 if it has none)."""
+    return sum(len(pairs) for pairs in getattr(genotype, cell_type) or ())
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or ``None`` when the file does not exist yet."""
     path = Path(path)

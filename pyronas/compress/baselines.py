@@ -247,10 +247,11 @@ def norm_alive_columns(net: nn.Module, alive_out: dict[str, Tensor], columns: di
             raise ValueError(f"columns names {name!r}, not a linear layer after a flatten")
         weight = net.get_submodule(name).weight.detach()
         live = alive_out[before[name].name].repeat_interleave(layer.in_block)
-        if not 1 <= keep <= int(live.sum()):
+        available = int(live.sum())
+        if not 1 <= keep <= available:
             raise ValueError(f"columns[{name!r}] = {keep}; the alive channels give "
-                             f"{int(live.sum())} columns")
-        if keep == int(live.sum()):
+                             f"{available} columns")
+        if keep == available:
             continue
         norms = weight.norm(dim=0).masked_fill(~live, -1.0)
         mask = torch.zeros_like(live)

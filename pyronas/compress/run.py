@@ -60,7 +60,6 @@ from pyronas.compress.networks import (
     PrunableLayer,
     build_network,
     describe_network,
-    network_from_description,
     prunable_layers,
 )
 from pyronas.compress.report import POSTERIOR_FORMAT, compress_to_arviz
@@ -507,7 +506,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     if dense is not None:
         summary.update(_baselines(dense, pruned, layers, settings, loaders, kept_weights))
     if settings.scratch_baseline:
-        summary["baseline_scratch_test_error"] = _scratch_error(pruned, settings, loaders)
+        summary["baseline_scratch_test_error"] = _scratch_error(pruned, dense_budget, loaders)
     _save(out, settings, state, layers, history, num_data, pruned, summary)
     log.info("compressed %s: %s units, %.1fx fewer weights, test error %.4f -> %.4f (%.0f s)",
              settings.network, summary["units_after"], summary["compression_ratio"],
@@ -541,18 +540,14 @@ def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
             "baseline_structured_weights": count_weights(structured)}
 
 
-def _scratch_error(pruned: nn.Module, settings: CompressSettings,
-                   loaders: Mapping[str, Any]) -> float:
-    """Test error of ``pruned``'s architecture trained from fresh weights like the dense one."""
-    parameter = next(pruned.parameters())
-    fresh = network_from_description(describe_network(pruned)).to(parameter.device,
-                                                                   parameter.dtype)
-    for name, buffer in pruned.named_buffers():
-        if name.endswith("index"):  # the selections of pixels and columns: not weights
-            fresh.get_buffer(name).copy_(buffer)
-    fine_tune(fresh, loaders["train"], FineTune(settings.pretrain_epochs, settings.lr,
-                                                settings.momentum, settings.weight_decay,
-                                                settings.pretrain_schedule))
+def _scratch_error(pruned: nn.Module, budget: FineTune, loaders: Mapping[str, Any]) -> float:
+    """Test error of ``pruned``'s architecture from fresh weights, trained with ``budget``
+    (the dense phase's); its pixel and column selections are kept."""
+    fresh = copy.deepcopy(pruned)
+    for module in fresh.modules():
+        if hasattr(module, "reset_parameters"):  # Linear, Conv2d, BatchNorm (and its stats)
+            module.reset_parameters()
+    fine_tune(fresh, loaders["train"], budget)
     _, acc = evaluate(fresh, loaders["test"])
     log.info("scratch baseline (the pruned architecture from fresh weights): test error %.4f",
              1 - acc)
