@@ -3,17 +3,21 @@ r"""Group HARD prior over network weights: ARD on neurons, filters and channels 
 The sites are the prunable weight tensors of a network, named after their parameters
 (``"fc1.weight"``: ``(out, in)`` for a linear layer, ``(out, in, kh, kw)`` for a convolution).
 Every weight ``w_{o,i[,k]}`` of a site is covered by the groups of the site's groupings: its
-output unit ``o`` (a row of a linear weight, a filter of a convolution; grouping ``"out"``) and
-its input unit ``i`` (a column, an input channel; grouping ``"in"``).
+output unit ``o`` (a row of a linear weight, a filter of a convolution; grouping ``"out"``),
+its input unit ``i`` (a column, an input channel; grouping ``"in"``) and, optionally, itself
+(grouping ``"weight"``: unstructured ARD, one variance per weight, which prunes single
+weights inside the units that stay).
 
 Generative story, for every site ``l`` and its groupings::
 
     group variances (type-II point estimates, no hyperprior):
         gamma^out_{l,o} >= 0          one per output neuron / filter
         gamma^in_{l,i}  >= 0          one per input neuron / channel
+        gamma^w_{l,o,i,k} >= 0        one per weight (grouping "weight", optional)
 
     effective variance (the precisions of the covering groups add):
-        1 / gammaeff_{l,o,i} = 1 / gamma^out_{l,o} + 1 / gamma^in_{l,i}    (0 if either is 0)
+        1 / gammaeff_{l,o,i,k} = 1 / gamma^out_{l,o} + 1 / gamma^in_{l,i} [+ 1 / gamma^w_{l,o,i,k}]
+                                                                           (0 if any is 0)
 
     weights:
         w_{l,o,i[,k]} ~ N(0, gammaeff_{l,o,i})
@@ -50,9 +54,10 @@ Hyperparameter dict (float64 tensors on the CPU):
 
 * ``links``: the linked site pairs.
 * ``sites``: the site names in order; ``shapes[site]``: the weight shape;
-  ``groupings[site]``: the grouping names (``"out"``, ``"in"``).
+  ``groupings[site]``: the grouping names (``"out"``, ``"in"``, ``"weight"``).
 * ``gamma_group[site][grouping]``: group variances ``(G,)``; ``omega[site][grouping]``: group
-  lasso weights ``(G,)``.
+  lasso weights ``(G,)`` (``G`` = the weight's number of elements for ``"weight"``, in
+  row-major order; its group lasso is a weighted L1 penalty).
 * ``gamma[site]``: the effective variance of every weight (weight shape): what :func:`model`
   samples from and what the engine prunes on.
 * ``prices[site][grouping]``: positive floats (1: unweighted).
@@ -93,8 +98,24 @@ __all__ = [
     "alive_units",
 ]
 
-GROUPINGS: dict[str, int] = {"out": 0, "in": 1}
-"""Grouping name -> the weight dimension it groups by (output units, input units)."""
+GROUPINGS: dict[str, int | None] = {"out": 0, "in": 1, "weight": None}
+"""Grouping name -> the weight dimension it groups by (output units, input units); ``None``
+for ``"weight"``, where every weight is its own group (unstructured ARD)."""
+
+
+def group_count(shape: Sequence[int], grouping: str) -> int:
+    """Number of groups of ``grouping`` over a weight of ``shape``."""
+    dim = GROUPINGS[grouping]
+    return int(torch.Size(shape).numel()) if dim is None else int(shape[dim])
+
+
+def grouping_index(shape: Sequence[int], grouping: str) -> Grouping:
+    """The :class:`~pyronas.inference.grouped_ard.Grouping` of ``grouping`` over ``shape``."""
+    dim = GROUPINGS[grouping]
+    if dim is None:
+        size = group_count(shape, grouping)
+        return Grouping(torch.arange(size).reshape(tuple(shape)), size)
+    return Grouping.along(shape, dim)
 
 
 def init_hypers(
@@ -141,7 +162,7 @@ def init_hypers(
     if int(ard_iterations) != ard_iterations or ard_iterations < 1:
         raise ValueError(f"ard_iterations must be an integer of at least 1, got {ard_iterations!r}")
     shapes = {site: tuple(int(n) for n in shape) for site, shape in weights.items()}
-    chosen = {site: tuple(GROUPINGS) for site in shapes}
+    chosen = {site: ("out", "in") for site in shapes}
     for site, names in (groupings or {}).items():
         if site not in shapes:
             raise ValueError(f"groupings name the site {site!r}, not one of {list(shapes)}")
@@ -177,7 +198,7 @@ def init_hypers(
                                  f"{price!r}")
             chosen_prices[site][g] = float(price)
     ones = {
-        site: {g: torch.ones(shape[GROUPINGS[g]], dtype=HYPER_DTYPE) for g in chosen[site]}
+        site: {g: torch.ones(group_count(shape, g), dtype=HYPER_DTYPE) for g in chosen[site]}
         for site, shape in shapes.items()
     }
     hypers: dict[str, Any] = {
@@ -199,7 +220,7 @@ def init_hypers(
 
 def _groupings(hypers: Mapping[str, Any], site: str) -> list[Grouping]:
     shape = hypers["shapes"][site]
-    return [Grouping.along(shape, GROUPINGS[g]) for g in hypers["groupings"][site]]
+    return [grouping_index(shape, g) for g in hypers["groupings"][site]]
 
 
 def link_units(gamma_group: Mapping[str, Mapping[str, Tensor]], hypers: Mapping[str, Any]
@@ -358,16 +379,24 @@ def update_hypers(posterior: Any, hypers: dict[str, Any]) -> dict[str, Any]:
     return {**new, "gamma": effective_gamma(new)}
 
 
-def _unit_norms(weight: Tensor, dim: int) -> Tensor:
-    """``||w_g||_2`` of every slice of ``weight`` along ``dim`` (rows: 0, columns: 1)."""
+def _unit_norms(weight: Tensor, grouping: str) -> Tensor:
+    """``||w_g||_2`` of every group of ``grouping``: ``(G,)`` for rows / columns, ``|w|`` of
+    the weight's shape for ``"weight"``."""
+    dim = GROUPINGS[grouping]
+    if dim is None:
+        return weight.abs()
     others = [d for d in range(weight.dim()) if d != dim]
     return torch.linalg.vector_norm(weight, dim=others)
 
 
-def _unit_view(values: Tensor, dim: int, ndim: int) -> Tensor:
-    shape = [1] * ndim
-    shape[dim] = -1
-    return values.reshape(shape)
+def _unit_view(values: Tensor, grouping: str, shape: Sequence[int]) -> Tensor:
+    """Per-group ``values`` ``(G,)`` shaped to broadcast against a weight of ``shape``."""
+    dim = GROUPINGS[grouping]
+    if dim is None:
+        return values.reshape(tuple(shape))
+    view = [1] * len(shape)
+    view[dim] = -1
+    return values.reshape(view)
 
 
 def map_penalty(weights: dict[str, Tensor], hypers: dict[str, Any]) -> Tensor:
@@ -377,7 +406,8 @@ def map_penalty(weights: dict[str, Tensor], hypers: dict[str, Any]) -> Tensor:
         w = weights[site]
         for g in hypers["groupings"][site]:
             omega = hypers["omega"][site][g].to(dtype=w.dtype, device=w.device)
-            term = (omega * _unit_norms(w, GROUPINGS[g])).sum()
+            norms = _unit_norms(w, g)  # (G,), or the weight's shape for "weight"
+            term = (omega.reshape(norms.shape) * norms).sum()
             total = term if total is None else total + term
     assert total is not None
     return float(hypers["lambda"]) * total
@@ -391,15 +421,24 @@ def map_proximal(weights: dict[str, Tensor], hypers: dict[str, Any], step: float
     for site in hypers["sites"]:
         w = weights[site]
         for g in hypers["groupings"][site]:
-            dim = GROUPINGS[g]
             omega = hypers["omega"][site][g].to(dtype=w.dtype, device=w.device)
-            threshold = step * float(hypers["lambda"]) * omega
-            norms = _unit_norms(w, dim).clamp_min(torch.finfo(w.dtype).tiny)
-            w = w * _unit_view((1 - threshold / norms).clamp_min(0), dim, w.dim())
+            norms = _unit_norms(w, g).clamp_min(torch.finfo(w.dtype).tiny)  # (G,) or w's shape
+            threshold = (step * float(hypers["lambda"]) * omega).reshape(norms.shape)
+            w = w * _unit_view((1 - threshold / norms).clamp_min(0), g, w.shape)
         out[site] = w
     return out
 
 
 def alive_units(hypers: Mapping[str, Any], site: str) -> dict[str, Tensor]:
-    """``{grouping: bool (G,)}``: the groups of ``site`` whose variance is positive."""
-    return {g: v > 0 for g, v in hypers["gamma_group"][site].items()}
+    """``{grouping: bool (G,)}``: the groups of ``site`` whose variance is positive.
+
+    With the ``"weight"`` grouping (``(numel,)`` flags), a row or column is also dead when every
+    one of its weights is.
+    """
+    alive = {g: v > 0 for g, v in hypers["gamma_group"][site].items()}
+    if "weight" in alive:
+        live = (hypers["gamma"][site] > 0).to(HYPER_DTYPE)
+        for g in ("out", "in"):
+            if g in alive:
+                alive[g] = alive[g] & (_unit_norms(live, g) > 0)
+    return alive

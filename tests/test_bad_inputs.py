@@ -379,6 +379,9 @@ CASES: dict[str, Case] = {
     "compress: price for a layer the network lacks": _plain(lambda t: [
         "compress", "--dataset", "digits", "--group-price", "conv1:out=2",
         "--out", str(t / "run")]),
+    "compress: weight price without --prune-weights": _plain(lambda t: [
+        "compress", "--dataset", "digits", "--group-price", "fc2:weight=2",
+        "--out", str(t / "run")]),
     # devices
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),

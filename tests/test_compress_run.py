@@ -192,7 +192,7 @@ def test_group_prices_from_the_command_line_to_the_prior() -> None:
         parse_group_prices(["fc1:in"])
     with pytest.raises(ValueError, match="LAYER:GROUPING=PRICE"):
         parse_group_prices(["fc1:in=cheap"])
-    with pytest.raises(ValueError, match="'LAYER:out' or 'LAYER:in'"):
+    with pytest.raises(ValueError, match="'LAYER:out', 'LAYER:in' or 'LAYER:weight'"):
         CompressSettings(group_prices={"fc1:rows": 0.5})
     with pytest.raises(ValueError, match="positive"):
         CompressSettings(group_prices={"fc1:in": 0.0})
@@ -287,3 +287,49 @@ def test_scratch_baseline_trains_the_pruned_architecture_from_fresh_weights(tmp_
     assert [p.shape for p in fresh.parameters()] == [p.shape for p in ours.parameters()]
     assert torch.equal(fresh.select.index, ours.select.index)  # the same pixels are read
     assert not torch.equal(fresh.fc1.weight, ours.fc1.weight)
+
+
+def test_prune_weights_removes_single_weights_and_keeps_them_zero(tmp_path) -> None:
+    """The per-weight grouping: single weights die inside the kept units; the pruned network
+    stores them as zeros through fine-tuning, and they count as removed."""
+    net = build_network("lenet300", 1, 8, 10)
+    spec = weight_spec(prunable_layers(net), net, True, {"fc2:weight": 2.0}, prune_weights=True)
+    assert spec["groupings"] == {"fc1.weight": ("out", "in", "weight"),
+                                 "fc2.weight": ("out", "in", "weight"),
+                                 "fc3.weight": ("in", "weight")}
+    with pytest.raises(ValueError, match="needs prune_weights"):
+        weight_spec(prunable_layers(net), net, True, {"fc2:weight": 2.0})
+    result = run_compress({**SMOKE, "network": "lenet300", "prune_weights": True,
+                           "lambda_weight": 1e-8}, tmp_path / "run")
+    metrics = result.metrics
+    assert metrics["weights_kept"] < metrics["weights_stored"]
+    state = torch.load(tmp_path / "run" / "pruned_state.pt")
+    zeros = sum(int((v == 0).sum()) for k, v in state.items() if k.endswith(".weight"))
+    assert zeros == metrics["weights_stored"] - metrics["weights_kept"]
+    assert metrics["compression_ratio"] == pytest.approx(
+        metrics["weights_before"] / metrics["weights_kept"])
+
+
+def test_pruned_weight_masks_follow_the_surgery() -> None:
+    """Random weight masks and random dead units, channels and columns on LeNet-5: the masks cut
+    to the pruned layers are exactly where the pruned copy of the masked network is zero."""
+    from pyronas.compress.run import pruned_weight_masks
+    from pyronas.compress.surgery import prune_units
+
+    g = torch.Generator().manual_seed(3)
+    net = build_network("lenet5", 1, 28, 10).double()
+    layers = prunable_layers(net)
+    masks = {f"{x.name}.weight": torch.rand(net.get_submodule(x.name).weight.shape,
+                                            generator=g) > 0.3 for x in layers}
+    alive_out = {x.name: torch.rand(x.out_units, generator=g) > 0.4 for x in layers[:-1]}
+    columns = {"fc1": torch.rand(layers[2].in_units, generator=g) > 0.5}
+    with torch.no_grad():
+        for x in layers:
+            net.get_submodule(x.name).weight.mul_(masks[f"{x.name}.weight"])
+    pruned = prune_units(net, alive_out, None, columns)
+    cut = pruned_weight_masks(net, masks, layers, alive_out, None, columns)
+    assert set(cut) == {x.name for x in layers}
+    for x in layers:
+        assert torch.equal(cut[x.name], pruned.get_submodule(x.name).weight != 0), x.name
+    full = {k: torch.ones_like(v) for k, v in masks.items()}
+    assert pruned_weight_masks(net, full, layers, alive_out, None, columns) == {}

@@ -209,6 +209,58 @@ def test_grouped_ard_reaches_the_closed_form_fixed_point() -> None:
     assert bool((new["gamma"]["fc.weight"][:, pruned] == 0).all())
 
 
+def test_weight_grouping_is_the_per_weight_ard_fixed_point() -> None:
+    """One variance per weight (grouping ``"weight"``) on the orthogonal design above: every
+    weight is its own group of one, so the fixed point is MacKay's per-weight
+    ``gamma = max(0, m^2 - 1 / Ht)``; a weight is pruned inside a column that stays."""
+    g = rng(7)
+    n, d, k, noise = 200, 5, 3, 0.5
+    x = orthogonal_design(n, torch.linspace(8.0, 20.0, d), g)
+    w_true = torch.randn(k, d, generator=g, dtype=DT)
+    w_true[0, 1] = w_true[2, 3] = 0.0
+    y = x @ w_true.T + noise * torch.randn(n, k, generator=g, dtype=DT)
+    mode = (y.T @ x) / (x * x).sum(0)
+
+    def forward(sites, xb):
+        return xb @ sites["fc.weight"].T
+
+    curvature = diagonal_curvature(forward, {"fc.weight": mode}, [(x, y)],
+                                   likelihood="gaussian", noise_std=noise)
+    hypers = group_hard.init_hypers({"fc.weight": (k, d)}, lambda_weight=1.0,
+                                    curvature_multiplier=n, groupings={"fc.weight": ("weight",)})
+    assert hypers["gamma_group"]["fc.weight"]["weight"].shape == (k * d,)
+    posterior = DiagonalLaplace(mean={"fc.weight": mode}, var={"fc.weight": mode * 0},
+                                curvature=curvature, num_data=n)
+    new = group_hard.update_hypers(posterior, hypers)
+    ht = ((x * x).sum(0) / noise**2).expand(k, d)
+    expected = (mode**2 - 1 / ht).clamp_min(0)
+    assert bool((expected[0, 1] == 0) & (expected[2, 3] == 0))
+    assert int((expected > 0).sum()) >= k * d - 4  # the true weights mostly survive
+    torch.testing.assert_close(new["gamma"]["fc.weight"], expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(new["gamma_group"]["fc.weight"]["weight"], expected.reshape(-1),
+                               rtol=1e-6, atol=1e-12)
+
+
+def test_weight_grouping_penalty_proximal_and_dead_rows() -> None:
+    """The weight grouping's group lasso is a weighted L1 penalty, its proximal step the
+    soft-threshold; a row whose weights all died is a dead unit even with a live row group."""
+    w = torch.tensor([[3.0, -0.5, 0.0], [0.2, -0.1, 1.0]], dtype=DT)
+    hypers = group_hard.init_hypers({"fc.weight": w.shape}, lambda_weight=0.5,
+                                    groupings={"fc.weight": ("weight",)})
+    assert float(group_hard.map_penalty({"fc.weight": w}, hypers)) == pytest.approx(
+        0.5 * float(w.abs().sum()))
+    out = group_hard.map_proximal({"fc.weight": w}, hypers, step=1.0)["fc.weight"]
+    torch.testing.assert_close(out, w.sign() * (w.abs() - 0.5).clamp_min(0), **TIGHT)
+    both = group_hard.init_hypers({"fc.weight": (2, 3)}, groupings={"fc.weight": ("out", "weight")})
+    both["gamma_group"]["fc.weight"]["weight"] = torch.tensor([1.0, 1, 0, 0, 0, 0], dtype=DT)
+    both["gamma"] = group_hard.effective_gamma(both)
+    torch.testing.assert_close(both["gamma"]["fc.weight"],
+                               torch.tensor([[0.5, 0.5, 0], [0, 0, 0]], dtype=DT), **TIGHT)
+    alive = group_hard.alive_units(both, "fc.weight")
+    assert alive["out"].tolist() == [True, False]  # row 1 lost every weight
+    assert alive["weight"].tolist() == [True, True, False, False, False, False]
+
+
 def test_one_grouping_is_the_group_ard_fixed_point() -> None:
     g = rng(4)
     mode = torch.randn(5, 3, generator=g, dtype=DT)

@@ -34,6 +34,8 @@ _HELP = {
     "backend": "curvature backend (ggn_lean, ggn, layerwise, fisher, ...)",
     "threshold": "prune weights whose prior variance falls below this",
     "prune_inputs": "group the first layer's input features too (--no-prune-inputs: keep them)",
+    "prune_weights": "also give every weight its own variance: single weights pruned inside "
+    "the kept units (stored as zeros)",
     "max_batches": "at most this many batches per epoch (smoke runs)",
     "baselines": "also run magnitude and structured-norm pruning at the same sparsity",
     "scratch_baseline": "also train the pruned architecture from fresh weights (dense budget)",
@@ -59,7 +61,7 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--group-price", action="append", default=None, metavar="LAYER:GROUPING=PRICE",
                    help="price of one grouping's group-lasso weights (repeatable; e.g. "
                    "fc1:in=0.3 prunes the input pixels more gently, conv1:out=4 the first "
-                   "filters harder)")
+                   "filters harder, fc1:weight=2 its single weights with --prune-weights)")
     p.set_defaults(handler=run_compress_cli)
     return p
 

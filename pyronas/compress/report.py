@@ -12,6 +12,9 @@ channels):
   lasso weight ``omega``, whether the unit is alive, the MAP group norm; the per-iteration log
   evidence and live units.
 
+The per-weight grouping (``prune_weights``) is not a dim: its dead weights are zero in the
+draws of the unit norms.
+
 :func:`analyze_compress_run` reads a run folder and writes ``summary.csv`` (units left per layer)
 and ``plots/sparsity.png`` (per layer, the share of units and weights kept);
 :func:`is_compress_run` tells such a folder from a search's.
@@ -76,6 +79,8 @@ def _kept_weights(alive: Mapping[str, torch.Tensor], shape: torch.Size) -> torch
         kept = kept * alive["out"].double().reshape(-1, 1, *extra)
     if "in" in alive:
         kept = kept * alive["in"].double().reshape(1, -1, *extra)
+    if "weight" in alive:
+        kept = kept * alive["weight"].double().reshape(shape)
     return kept
 
 
@@ -106,7 +111,8 @@ def compress_to_arviz(posterior: Mapping[str, Any], num_chains: int = 2, num_dra
         kept = _kept_weights(posterior["alive"][site], posterior["mean"][site].shape)
         mean = posterior["mean"][site].detach().cpu().double() * kept
         sd = posterior["var"][site].detach().cpu().double().clamp_min(0).sqrt() * kept
-        groupings = posterior["gamma_group"][site]
+        groupings = {g: gamma for g, gamma in posterior["gamma_group"][site].items()
+                     if g != "weight"}  # single weights: in ``kept``, not a dim of units
         norms = {g: np.empty((num_chains, num_draws, len(gamma)))
                  for g, gamma in groupings.items()}
         for chain in range(num_chains):  # one weight draw gives every grouping's norms
@@ -157,14 +163,15 @@ def layer_rows(summary: Mapping[str, Any], layers: list[Mapping[str, Any]]
 
 def _layer_weights(posterior: Mapping[str, Any], pruned_state: Mapping[str, torch.Tensor]
                    ) -> list[tuple[str, int, int]]:
-    """``(layer, dense weights, kept weights)``: the posterior's and the pruned network's."""
+    """``(layer, dense weights, kept weights)``: the posterior's and the pruned network's
+    (its nonzero weights: single weights pruned inside the kept units are stored as 0)."""
     out = []
     for layer in posterior["layers"]:
         site = f"{layer['name']}.weight"
         if site not in pruned_state:
             raise CompressRunError(f"pruned_state.pt has no {site}")
         out.append((str(layer["name"]), posterior["mean"][site].numel(),
-                    pruned_state[site].numel()))
+                    int(torch.count_nonzero(pruned_state[site]))))
     return out
 
 

@@ -83,6 +83,7 @@ __all__ = [
     "CompressSettings",
     "alive_units",
     "posterior_dict",
+    "pruned_weight_masks",
     "run_compress",
     "weight_spec",
 ]
@@ -110,11 +111,15 @@ class CompressSettings:
         The type-II loop (:class:`~pyronas.inference.type2.Type2Config`).
     lambda_weight, curvature_multiplier, ard_iterations, prune_inputs
         The group-HARD prior's options; ``prune_inputs`` groups the first layer's inputs too.
+    prune_weights
+        Also give every weight its own variance (the ``weight`` grouping: unstructured ARD on
+        top of the units): single weights are pruned inside the units that stay, kept at zero
+        while fine-tuning, and counted as removed (the pruned network stores them as zeros).
     group_prices
-        ``{"LAYER:GROUPING": price}`` (grouping ``out`` or ``in``, price > 0): that grouping's
-        group-lasso weights are multiplied by the price in the type-II update (above 1: its
-        units pruned harder; e.g. ``{"fc1:in": 0.3}`` prices the input pixels below the
-        hidden units, ``{"conv1:out": 4}`` prunes the first filters harder).
+        ``{"LAYER:GROUPING": price}`` (grouping ``out``, ``in`` or ``weight``, price > 0):
+        that grouping's group-lasso weights are multiplied by the price in the type-II update
+        (above 1: its units pruned harder; e.g. ``{"fc1:in": 0.3}`` prices the input pixels
+        below the hidden units, ``{"conv1:out": 4}`` prunes the first filters harder).
     finetune_epochs, finetune_lr, finetune_schedule
         Fine-tuning of the pruned network (and of the baselines): ``constant`` at
         ``finetune_lr``, or ``cosine`` from it to 0.
@@ -156,6 +161,7 @@ class CompressSettings:
     curvature_multiplier: float = 1.0
     ard_iterations: int = 2000
     prune_inputs: bool = True
+    prune_weights: bool = False
     group_prices: dict[str, float] = dataclasses.field(default_factory=dict)
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
@@ -193,7 +199,8 @@ class CompressSettings:
         for key, price in dict(self.group_prices or {}).items():
             layer, _, grouping = str(key).partition(":")
             if not layer or grouping not in group_hard.GROUPINGS:
-                raise ValueError(f"group_prices key {key!r}: expected 'LAYER:out' or 'LAYER:in'")
+                raise ValueError(f"group_prices key {key!r}: expected 'LAYER:out', 'LAYER:in' "
+                                 "or 'LAYER:weight'")
             if not isinstance(price, int | float) or not price > 0:
                 raise ValueError(f"group_prices[{key!r}] must be a positive number, got "
                                  f"{price!r}")
@@ -227,11 +234,13 @@ class CompressResult:
 
 
 def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool = True,
-                group_prices: Mapping[str, float] | None = None) -> dict[str, Any]:
+                group_prices: Mapping[str, float] | None = None, prune_weights: bool = False
+                ) -> dict[str, Any]:
     """The group-HARD options of a network: weight shapes, groupings, links and prices.
 
     The classifier is grouped by its inputs only, the first layer by its outputs and (with
     ``prune_inputs``) its inputs, every other layer by both; consecutive layers are linked.
+    ``prune_weights`` adds the ``weight`` grouping (one variance per weight) to every layer.
 
     Parameters
     ----------
@@ -260,6 +269,8 @@ def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool 
     groupings[sites[-1]] = ("in",)
     if len(sites) == 1:
         groupings[sites[0]] = ("in",) if prune_inputs else ()
+    if prune_weights:
+        groupings = {s: (*names, "weight") for s, names in groupings.items()}
     links = list(zip(sites[:-1], sites[1:], strict=True))
     prices: dict[str, dict[str, float]] = {}
     for key, price in (group_prices or {}).items():
@@ -270,7 +281,9 @@ def weight_spec(layers: list[PrunableLayer], net: nn.Module, prune_inputs: bool 
                              f"layers: {', '.join(x.name for x in layers)}")
         if grouping not in groupings[site]:
             raise ValueError(f"group_prices[{key!r}]: layer {layer!r} is grouped by "
-                             f"{list(groupings[site])} only")
+                             f"{list(groupings[site])} only"
+                             + (" (the weight grouping needs prune_weights)"
+                                if grouping == "weight" else ""))
         prices.setdefault(site, {})[grouping] = float(price)
     return {"weights": weights, "groupings": groupings, "links": links, "prices": prices}
 
@@ -307,6 +320,39 @@ def alive_columns(hypers: Mapping[str, Any], layers: list[PrunableLayer]) -> dic
         live_channel = own.reshape(before.out_units, -1).any(1) & channel
         if not bool(own.reshape(before.out_units, -1)[live_channel].all()):
             out[layer.name] = own
+    return out
+
+
+def pruned_weight_masks(net: nn.Module, masks: Mapping[str, Tensor], layers: list[PrunableLayer],
+                       alive_out: Mapping[str, Tensor], alive_in: Tensor | None,
+                       alive_columns: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The engine's weight masks cut down to the layers of the physically pruned network.
+
+    Parameters
+    ----------
+    net
+        The network before surgery; ``masks[f"{layer}.weight"]``: bool of its weight shapes.
+    alive_out, alive_in, alive_columns
+        What :func:`~pyronas.compress.surgery.prune_units` removes.
+
+    Returns
+    -------
+    dict
+        ``{layer name: bool}`` of the pruned network's weight shapes, for the layers that still
+        hold pruned single weights (those of the ``weight`` grouping); an empty dict when the
+        surgery removed every pruned weight.
+    """
+    carrier = copy.deepcopy(net)  # same layout, the masks in place of the weights
+    with torch.no_grad():
+        for layer in layers:
+            weight = carrier.get_submodule(layer.name).weight
+            weight.copy_(masks[f"{layer.name}.weight"].to(weight))
+    cut = prune_units(carrier, dict(alive_out), alive_in, dict(alive_columns))
+    out = {}
+    for layer in layers:
+        keep = cut.get_submodule(layer.name).weight.detach() > 0.5
+        if not bool(keep.all()):
+            out[layer.name] = keep
     return out
 
 
@@ -412,7 +458,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     input_shape = (splits.in_channels, splits.image_size, splits.image_size)
     net = build_network(settings.network, *input_shape[:2], splits.num_classes).to(device)
     layers = prunable_layers(net)
-    spec = weight_spec(layers, net, settings.prune_inputs, settings.group_prices)
+    spec = weight_spec(layers, net, settings.prune_inputs, settings.group_prices,
+                       settings.prune_weights)
     out.mkdir(parents=True, exist_ok=True)  # the data and the spec are good: start the run
     save_resolved_config({"compress": settings.to_dict()}, out, seed=settings.seed)
 
@@ -476,13 +523,17 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     if empty:
         raise ValueError(f"the prior pruned every unit of {', '.join(empty)} at lambda_weight="
                          f"{settings.lambda_weight}; try a smaller lambda_weight")
-    pruned = prune_units(net, alive_out, alive_in, alive_columns(state.hypers, layers))
+    columns = alive_columns(state.hypers, layers)
+    pruned = prune_units(net, alive_out, alive_in, columns)
+    masks = pruned_weight_masks(net, state.masks, layers, alive_out, alive_in, columns)
     _, pruned_acc = evaluate(pruned, loaders["test"])
     fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
                                                  settings.momentum,
-                                                 schedule=settings.finetune_schedule))
+                                                 schedule=settings.finetune_schedule),
+              weight_masks=masks)
     _, final_acc = evaluate(pruned, loaders["test"])
-    kept_weights = count_weights(pruned)
+    stored_weights = count_weights(pruned)
+    kept_weights = stored_weights - sum(int((~m).sum()) for m in masks.values())
     seconds = time.perf_counter() - start
     summary = {
         "network": settings.network,
@@ -492,6 +543,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         "units_after": _units(pruned, layers),
         "weights_before": dense_weights,
         "weights_kept": kept_weights,
+        "weights_stored": stored_weights,
         "weights_removed_fraction": 1 - kept_weights / dense_weights,
         "compression_ratio": dense_weights / kept_weights,
         "flops_before": dense_flops,
@@ -506,7 +558,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     if dense is not None:
         summary.update(_baselines(dense, pruned, layers, settings, loaders, kept_weights))
     if settings.scratch_baseline:
-        summary["baseline_scratch_test_error"] = _scratch_error(pruned, dense_budget, loaders)
+        summary["baseline_scratch_test_error"] = _scratch_error(pruned, dense_budget, loaders,
+                                                                masks)
     _save(out, settings, state, layers, history, num_data, pruned, summary)
     log.info("compressed %s: %s units, %.1fx fewer weights, test error %.4f -> %.4f (%.0f s)",
              settings.network, summary["units_after"], summary["compression_ratio"],
@@ -540,14 +593,15 @@ def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
             "baseline_structured_weights": count_weights(structured)}
 
 
-def _scratch_error(pruned: nn.Module, budget: FineTune, loaders: Mapping[str, Any]) -> float:
+def _scratch_error(pruned: nn.Module, budget: FineTune, loaders: Mapping[str, Any],
+                   masks: Mapping[str, Tensor]) -> float:
     """Test error of ``pruned``'s architecture from fresh weights, trained with ``budget``
-    (the dense phase's); its pixel and column selections are kept."""
+    (the dense phase's); its pixel and column selections and its weight ``masks`` are kept."""
     fresh = copy.deepcopy(pruned)
     for module in fresh.modules():
         if hasattr(module, "reset_parameters"):  # Linear, Conv2d, BatchNorm (and its stats)
             module.reset_parameters()
-    fine_tune(fresh, loaders["train"], budget)
+    fine_tune(fresh, loaders["train"], budget, weight_masks=dict(masks))
     _, acc = evaluate(fresh, loaders["test"])
     log.info("scratch baseline (the pruned architecture from fresh weights): test error %.4f",
              1 - acc)
