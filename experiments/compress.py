@@ -59,9 +59,11 @@ def _baseline(runs: list[dict[str, Any]], key: str) -> str:
 
 
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
-    """A markdown table, one row per network (mean +/- sd over its runs)."""
+    """A markdown table, one row per network (mean +/- sd over its runs); weights kept are the
+    nonzero ones, stored the dense size of the pruned layers (they differ with single weights
+    pruned, ``prune_weights``)."""
     lines = [
-        "| network | data | seeds | units | weights kept | ratio | FLOPs before -> after "
+        "| network | data | seeds | units | weights kept (stored) | ratio | FLOPs before -> after "
         "| test error before -> after (%) | magnitude baseline (%) | structured baseline (%) "
         "| same architecture from scratch (%) | wall (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -72,9 +74,11 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             for r in runs
         )
         kept = _mean_sd([100 * r["weights_kept"] / r["weights_before"] for r in runs])
+        stored = _mean_sd([100 * r.get("weights_stored", r["weights_kept"]) / r["weights_before"]
+                           for r in runs])
         flops = _mean_sd([r["flops_after"] for r in runs], "{:.0f}")
         lines.append(
-            f"| {network} | {runs[0]['dataset']} | {len(runs)} | {units} | {kept} % "
+            f"| {network} | {runs[0]['dataset']} | {len(runs)} | {units} | {kept} % ({stored} %) "
             f"| {_mean_sd([r['compression_ratio'] for r in runs], '{:.1f}')}x "
             f"| {runs[0]['flops_before']} -> {flops} "
             f"| {_mean_sd([100 * r['test_error_before'] for r in runs])} -> "

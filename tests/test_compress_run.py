@@ -333,3 +333,21 @@ def test_pruned_weight_masks_follow_the_surgery() -> None:
         assert torch.equal(cut[x.name], pruned.get_submodule(x.name).weight != 0), x.name
     full = {k: torch.ones_like(v) for k, v in masks.items()}
     assert pruned_weight_masks(net, full, layers, alive_out, None, columns) == {}
+
+
+def test_map_lr_reaches_the_type2_loop(tmp_path, monkeypatch) -> None:
+    import pyronas.compress.run as compress_run
+
+    seen = []
+    original = compress_run.run_type2
+
+    def recording(*args, config, **kwargs):
+        seen.append(config.lr)
+        return original(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(compress_run, "run_type2", recording)
+    run_compress({**SMOKE, "network": "lenet300", "lr": 0.05, "map_lr": 0.003}, tmp_path / "a")
+    run_compress({**SMOKE, "network": "lenet300", "lr": 0.05}, tmp_path / "b")
+    assert seen == [0.003, 0.05]
+    with pytest.raises(ValueError, match="map_lr must be positive"):
+        CompressSettings(map_lr=0.0)

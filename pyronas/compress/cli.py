@@ -30,6 +30,7 @@ _HELP = {
     "finetune_schedule": "fine-tuning learning rate (ours and the baselines): constant, or "
     "cosine (annealed to 0)",
     "t_max": "type-II iterations",
+    "map_lr": "learning rate of the MAP epochs of the type-II loop (default: --lr)",
     "lambda_weight": "group-lasso strength of the group-HARD prior (larger: sparser)",
     "backend": "curvature backend (ggn_lean, ggn, layerwise, fisher, ...)",
     "threshold": "prune weights whose prior variance falls below this",

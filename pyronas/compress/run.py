@@ -109,6 +109,9 @@ class CompressSettings:
         gains nothing from extra training alone).
     t_max, epochs_per_iter, backend, curvature_batches, threshold
         The type-II loop (:class:`~pyronas.inference.type2.Type2Config`).
+    map_lr
+        Learning rate of the loop's MAP epochs (``None``: ``lr``); below ``lr`` it keeps the
+        MAP weights near a dense network annealed by ``pretrain_schedule: cosine``.
     lambda_weight, curvature_multiplier, ard_iterations, prune_inputs
         The group-HARD prior's options; ``prune_inputs`` groups the first layer's inputs too.
     prune_weights
@@ -150,6 +153,7 @@ class CompressSettings:
     pretrain_epochs: int = 5
     pretrain_schedule: str = "constant"
     lr: float = 0.05
+    map_lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     t_max: int = 4
@@ -191,6 +195,8 @@ class CompressSettings:
                 raise ValueError(f"{name} must be a non-negative integer")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be positive or None, got {self.max_batches}")
+        if self.map_lr is not None and not self.map_lr > 0:
+            raise ValueError(f"map_lr must be positive or None, got {self.map_lr!r}")
         for name in ("lr", "lambda_weight", "curvature_multiplier", "finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -503,7 +509,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
                  val_acc, kept, _units_row(state.hypers, layers))
 
     type2 = Type2Config(
-        t_max=settings.t_max, epochs_per_iter=settings.epochs_per_iter, lr=settings.lr,
+        t_max=settings.t_max, epochs_per_iter=settings.epochs_per_iter,
+        lr=settings.lr if settings.map_lr is None else settings.map_lr,
         momentum=settings.momentum, weight_decay=settings.weight_decay,
         backend=settings.backend, curvature_batches=settings.curvature_batches,
         threshold=settings.threshold, progress=False,
