@@ -351,3 +351,37 @@ def test_map_lr_reaches_the_type2_loop(tmp_path, monkeypatch) -> None:
     assert seen == [0.003, 0.05]
     with pytest.raises(ValueError, match="map_lr must be positive"):
         CompressSettings(map_lr=0.0)
+
+
+def test_finetune_from_dense_starts_from_the_dense_weights_cut_to_the_masks(tmp_path,
+                                                                            monkeypatch) -> None:
+    """``finetune_from: dense``: every weight the pruned network starts fine-tuning with is a
+    weight of the dense network (cut to the chosen units, pruned single weights zero); from the
+    MAP weights (the default) they are shrunk by the group lasso, so they are not."""
+    import pyronas.compress.run as compress_run
+
+    states = []
+    original = compress_run.fine_tune
+
+    def recording(net, loader, budget, *args, **kwargs):
+        masks = kwargs.get("weight_masks") or {}
+        compress_run.apply_weight_masks(net, masks)
+        start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        losses = original(net, loader, budget, *args, **kwargs)
+        states.append((start, {k: v.detach().clone() for k, v in net.state_dict().items()}))
+        return losses
+
+    monkeypatch.setattr(compress_run, "fine_tune", recording)
+    settings = {**SMOKE, "network": "lenet300", "prune_weights": True, "lambda_weight": 1e-8}
+    for source, inside in (("dense", True), ("map", False)):
+        states.clear()
+        run_compress({**settings, "finetune_from": source}, tmp_path / source)
+        (_, dense), (ours, _) = states  # the dense phase's end, our fine-tuning's start
+        for name in ("fc1.weight", "fc3.weight"):
+            values = ours[name][ours[name] != 0]
+            assert len(values) > 0
+            found = torch.isin(values, dense[name].flatten())
+            assert bool(found.all()) is inside, (source, name)
+        assert bool((ours["fc3.weight"] == 0).any())  # single weights pruned, as zeros
+    with pytest.raises(ValueError, match="finetune_from must be one of map, dense"):
+        CompressSettings(finetune_from="scratch")

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from pyronas.compress.networks import NETWORKS
-from pyronas.compress.run import CompressSettings, run_compress
+from pyronas.compress.run import FINETUNE_FROM, CompressSettings, run_compress
 from pyronas.data import DATASETS
 from pyronas.dataclass_flags import add_dataclass_flags, given_fields
 
@@ -30,6 +30,8 @@ _HELP = {
     "finetune_schedule": "fine-tuning learning rate (ours and the baselines): constant, or "
     "cosine (annealed to 0)",
     "t_max": "type-II iterations",
+    "finetune_from": "fine-tune the pruned network from the last MAP weights (map) or from "
+    "the dense weights cut to the chosen units and masks (dense)",
     "map_lr": "learning rate of the MAP epochs of the type-II loop (default: --lr)",
     "lambda_weight": "group-lasso strength of the group-HARD prior (larger: sparser)",
     "backend": "curvature backend (ggn_lean, ggn, layerwise, fisher, ...)",
@@ -57,7 +59,8 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "metrics.json).",
     )
     add_dataclass_flags(p, CompressSettings, _HELP,
-                        choices={"network": NETWORKS, "dataset": DATASETS},
+                        choices={"network": NETWORKS, "dataset": DATASETS,
+                                 "finetune_from": FINETUNE_FROM},
                         metavars={"fractions": ("TRAIN", "SEARCH", "VAL")})
     p.add_argument("--group-price", action="append", default=None, metavar="LAYER:GROUPING=PRICE",
                    help="price of one grouping's group-lasso weights (repeatable; e.g. "

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from pyronas.arviz_export import save_arviz
 from pyronas.compress.baselines import (
     FineTune,
+    apply_weight_masks,
     evaluate,
     fine_tune,
     magnitude_prune,
@@ -89,6 +90,10 @@ __all__ = [
 ]
 
 
+FINETUNE_FROM = ("map", "dense")
+"""Where the pruned network's fine-tuning starts (:class:`CompressSettings`)."""
+
+
 @dataclass(frozen=True)
 class CompressSettings:
     """Everything a compression run reads; every choice is checked when built.
@@ -126,6 +131,11 @@ class CompressSettings:
     finetune_epochs, finetune_lr, finetune_schedule
         Fine-tuning of the pruned network (and of the baselines): ``constant`` at
         ``finetune_lr``, or ``cosine`` from it to 0.
+    finetune_from
+        The weights the pruned network starts fine-tuning from: ``map`` (those of the type-II
+        loop's last MAP epoch, shrunk by its group lasso) or ``dense`` (the dense network's, cut
+        to the architecture and weight masks the prior chose: the prior selects, the dense
+        training supplies the weights, as the magnitude baselines do).
     baselines
         Also prune the dense network by magnitude (global, unstructured, to the same number of
         weights) and by unit norm (structured, to the same hidden units and, after a flatten,
@@ -170,6 +180,7 @@ class CompressSettings:
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     finetune_schedule: str = "constant"
+    finetune_from: str = "map"
     baselines: bool = False
     scratch_baseline: bool = False
     max_batches: int | None = None
@@ -190,6 +201,9 @@ class CompressSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         FineTune(schedule=self.pretrain_schedule)  # an unknown schedule fails here
         FineTune(schedule=self.finetune_schedule)
+        if self.finetune_from not in FINETUNE_FROM:
+            raise ValueError(f"finetune_from must be one of {', '.join(FINETUNE_FROM)}, got "
+                             f"{self.finetune_from!r}")
         for name in ("pretrain_epochs", "finetune_epochs"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
@@ -476,7 +490,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     dense_weights, dense_flops = count_weights(net), count_flops(net, input_shape)
     log.info("dense %s: test error %.4f, %d weights", settings.network, 1 - dense_acc,
              dense_weights)
-    dense = copy.deepcopy(net) if settings.baselines else None
+    keep_dense = settings.baselines or settings.finetune_from == "dense"
+    dense = copy.deepcopy(net) if keep_dense else None
 
     hypers = group_hard.init_hypers(
         spec["weights"], lambda_weight=settings.lambda_weight,
@@ -534,6 +549,10 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     pruned = prune_units(net, alive_out, alive_in, columns)
     masks = pruned_weight_masks(net, state.masks, layers, alive_out, alive_in, columns)
     _, pruned_acc = evaluate(pruned, loaders["test"])
+    if settings.finetune_from == "dense":
+        assert dense is not None
+        pruned = prune_units(dense, alive_out, alive_in, columns)
+        apply_weight_masks(pruned, masks)
     fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
                                                  settings.momentum,
                                                  schedule=settings.finetune_schedule),
@@ -562,7 +581,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         "wall_seconds": seconds,
         "device": str(device),
     }
-    if dense is not None:
+    if settings.baselines:
+        assert dense is not None
         summary.update(_baselines(dense, pruned, layers, settings, loaders, kept_weights))
     if settings.scratch_baseline:
         summary["baseline_scratch_test_error"] = _scratch_error(pruned, dense_budget, loaders,
