@@ -174,6 +174,11 @@ def test_experiment_script_smoke(tmp_path) -> None:
     # a second call skips the finished run and writes the same table
     assert module.main(["--smoke", "--networks", "lenet300", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").read_text() == table
+    # single weights too: their own run folder, fewer nonzero weights than stored ones
+    assert module.main(["--smoke", "--prune-weights", "--networks", "lenet300",
+                        "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "lenet300-digits-weights-s0" / "metrics.json").read_text())
+    assert metrics["weights_kept"] < metrics["weights_stored"]
 
 
 def test_group_prices_from_the_command_line_to_the_prior() -> None:
