@@ -132,11 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             if done.exists():
                 metrics = json.loads(done.read_text())
             else:
-                settings = {**base, "network": network, "seed": seed}
-                chosen = SINGLE_WEIGHTS if args.prune_weights else PER_NETWORK
-                if args.smoke and args.prune_weights:
-                    settings["prune_weights"] = True
-                elif not args.smoke:
+                settings = {**base, "network": network, "seed": seed,
+                            "prune_weights": args.prune_weights}
+                if not args.smoke:
+                    chosen = SINGLE_WEIGHTS if args.prune_weights else PER_NETWORK
                     settings = {**chosen[network], **settings}
                 metrics = run_compress(settings, out).metrics
             results.setdefault(network, []).append(metrics)

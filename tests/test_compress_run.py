@@ -364,13 +364,14 @@ def test_finetune_from_dense_starts_from_the_dense_weights_cut_to_the_masks(tmp_
     weight of the dense network (cut to the chosen units, pruned single weights zero); from the
     MAP weights (the default) they are shrunk by the group lasso, so they are not."""
     import pyronas.compress.run as compress_run
+    from pyronas.compress.baselines import apply_weight_masks
 
     states = []
     original = compress_run.fine_tune
 
     def recording(net, loader, budget, *args, **kwargs):
         masks = kwargs.get("weight_masks") or {}
-        compress_run.apply_weight_masks(net, masks)
+        apply_weight_masks(net, masks)
         start = {k: v.detach().clone() for k, v in net.state_dict().items()}
         losses = original(net, loader, budget, *args, **kwargs)
         states.append((start, {k: v.detach().clone() for k, v in net.state_dict().items()}))

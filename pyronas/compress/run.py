@@ -50,7 +50,6 @@ from torch import Tensor, nn
 from pyronas.arviz_export import save_arviz
 from pyronas.compress.baselines import (
     FineTune,
-    apply_weight_masks,
     evaluate,
     fine_tune,
     magnitude_prune,
@@ -115,8 +114,8 @@ class CompressSettings:
     t_max, epochs_per_iter, backend, curvature_batches, threshold
         The type-II loop (:class:`~pyronas.inference.type2.Type2Config`).
     map_lr
-        Learning rate of the loop's MAP epochs (``None``: ``lr``); below ``lr`` it keeps the
-        MAP weights near a dense network annealed by ``pretrain_schedule: cosine``.
+        Learning rate of the loop's MAP epochs (``None``: ``lr``); a lower rate moves the
+        weights less from the dense ones, and prunes less (docs/results.md).
     lambda_weight, curvature_multiplier, ard_iterations, prune_inputs
         The group-HARD prior's options; ``prune_inputs`` groups the first layer's inputs too.
     prune_weights
@@ -549,10 +548,9 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     pruned = prune_units(net, alive_out, alive_in, columns)
     masks = pruned_weight_masks(net, state.masks, layers, alive_out, alive_in, columns)
     _, pruned_acc = evaluate(pruned, loaders["test"])
-    if settings.finetune_from == "dense":
+    if settings.finetune_from == "dense":  # fine_tune zeroes the masked weights first
         assert dense is not None
         pruned = prune_units(dense, alive_out, alive_in, columns)
-        apply_weight_masks(pruned, masks)
     fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
                                                  settings.momentum,
                                                  schedule=settings.finetune_schedule),
