@@ -201,7 +201,7 @@ def _plot_sparsity(rows: list[dict[str, Any]], weights: list[tuple[str, int, int
         ax_weights.text(i, wkept[i] + 2, f"{kept_w:,}/{dense:,}", ha="center", fontsize=7)
     ax_weights.set_ylabel("weights kept (%)")
     ax_weights.set_ylim(0, 115)
-    ax_weights.set_title("weights per layer (physically pruned)")
+    ax_weights.set_title("weights per layer (nonzero after pruning)")
     fig.suptitle(title)
     fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
