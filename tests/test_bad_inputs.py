@@ -382,6 +382,9 @@ CASES: dict[str, Case] = {
     "compress: weight price without --prune-weights": _plain(lambda t: [
         "compress", "--dataset", "digits", "--group-price", "fc2:weight=2",
         "--out", str(t / "run")]),
+    "compress --finetune-distill 1.5": _plain(lambda t: [
+        "compress", "--dataset", "digits", "--finetune-distill", "1.5",
+        "--out", str(t / "run")]),
     # devices
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),

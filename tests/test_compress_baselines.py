@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyronas.compress.baselines import (
     FineTune,
+    distillation_loss,
     evaluate,
     fine_tune,
     magnitude_masks,
@@ -146,3 +150,56 @@ def test_cosine_schedule_anneals_the_learning_rate_to_zero(monkeypatch):
 def test_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
         FineTune(schedule="step")
+
+
+def test_distillation_loss_matches_its_closed_form() -> None:
+    """CE for distill 0; for distill 1 ``T^2 * KL(p_T(teacher) || p_T(student))`` with the
+    closed-form gradient ``T * (p_T(student) - p_T(teacher)) / batch`` w.r.t. the logits."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    t = 3.0
+    ce = F.cross_entropy(logits, labels)
+    assert torch.equal(distillation_loss(logits, teacher, labels, 0.0, t), ce)
+    p_s, p_t = torch.softmax(logits / t, 1), torch.softmax(teacher / t, 1)
+    kl = (p_t * (p_t.log() - p_s.log())).sum(1).mean()
+    soft = distillation_loss(logits, teacher, labels, 1.0, t)
+    torch.testing.assert_close(soft, t**2 * kl, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(soft, logits)
+    torch.testing.assert_close(grad, t * (p_s - p_t).detach() / 5, rtol=1e-10, atol=1e-12)
+    mixed = distillation_loss(logits, teacher, labels, 0.25, t)
+    torch.testing.assert_close(mixed, 0.75 * ce + 0.25 * t**2 * kl, rtol=1e-12, atol=1e-12)
+
+
+def test_full_distillation_from_an_identical_teacher_changes_nothing() -> None:
+    """With distill 1 a student equal to its teacher has zero gradient: SGD leaves it as is;
+    with a different teacher the student moves towards the teacher's outputs."""
+    loader = _loader(4)
+    teacher = _net("lenet300", 4)
+    student = copy.deepcopy(teacher)
+    fine_tune(student, loader, FineTune(epochs=2, lr=0.1, distill=1.0), teacher=teacher)
+    for a, b in zip(student.parameters(), teacher.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+    torch.manual_seed(1)
+    other = build_network("lenet300", 1, 4, num_classes=10).double()
+    x = torch.cat([x for x, _ in loader])
+
+    def gap() -> float:
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(other(x), 1), F.log_softmax(teacher(x), 1),
+                                  reduction="batchmean", log_target=True))
+
+    before = gap()
+    fine_tune(other, loader, FineTune(epochs=3, lr=0.05, distill=1.0, temperature=1.0),
+              teacher=teacher)
+    assert gap() < 0.5 * before
+
+
+def test_bad_distillation_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"distill must be in \[0, 1\]"):
+        FineTune(distill=1.5)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        FineTune(distill=0.5, temperature=0.0)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        fine_tune(_net("lenet300", 4), _loader(4), FineTune(distill=0.5))

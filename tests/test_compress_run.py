@@ -250,26 +250,39 @@ def test_single_dead_columns_after_the_flatten_are_pruned_physically() -> None:
                                rtol=1e-12, atol=1e-12)
 
 
-def test_the_finetune_schedule_reaches_ours_and_both_baselines(tmp_path, monkeypatch) -> None:
+def test_the_finetune_schedule_and_distillation_reach_ours_and_both_baselines(
+        tmp_path, monkeypatch) -> None:
+    """The fine-tuning settings (schedule, distillation weight and temperature) reach our
+    fine-tuning and both baselines', each distilled from the same dense network; the dense
+    training itself has no teacher."""
     import pyronas.compress.baselines as baselines
     import pyronas.compress.run as compress_run
 
-    budgets = []
+    calls = []
     original = baselines.fine_tune
 
     def recording(net, loader, budget, *args, **kwargs):
-        budgets.append(budget)
+        calls.append((budget, kwargs.get("teacher")))
         return original(net, loader, budget, *args, **kwargs)
 
     monkeypatch.setattr(compress_run, "fine_tune", recording)
     monkeypatch.setattr(baselines, "fine_tune", recording)
     run_compress({**SMOKE, "network": "lenet300", "baselines": True,
-                  "pretrain_schedule": "constant", "finetune_schedule": "cosine"},
+                  "pretrain_schedule": "constant", "finetune_schedule": "cosine",
+                  "finetune_distill": 0.7, "distill_temperature": 2.0},
                  tmp_path / "run")
     # dense training, our fine-tuning, magnitude, structured
+    budgets = [budget for budget, _ in calls]
     assert [b.schedule for b in budgets] == ["constant", "cosine", "cosine", "cosine"]
+    assert [b.distill for b in budgets] == [0.0, 0.7, 0.7, 0.7]
+    assert {b.temperature for b in budgets[1:]} == {2.0}
+    teachers = [teacher for _, teacher in calls]
+    assert teachers[0] is None and teachers[1] is not None
+    assert teachers[2] is teachers[1] and teachers[3] is teachers[1]
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
         CompressSettings(finetune_schedule="linear")
+    with pytest.raises(ValueError, match="distill_temperature must be positive"):
+        CompressSettings(distill_temperature=-1.0)
 
 
 def test_scratch_baseline_trains_the_pruned_architecture_from_fresh_weights(tmp_path,

@@ -9,7 +9,8 @@
   (:func:`norm_alive_columns`), so that it matches a network pruned to single positions.
 
 Both fine-tune with :func:`fine_tune`, a plain SGD loop on any iterable of ``(x, y)`` batches,
-for the epochs of a :class:`FineTune` budget.
+for the epochs of a :class:`FineTune` budget; with ``distill > 0`` it also matches the softened
+outputs of a teacher (the dense network), :func:`distillation_loss`.
 """
 
 from __future__ import annotations
@@ -29,18 +30,29 @@ from pyronas.compress.surgery import prune_units
 @dataclass(frozen=True)
 class FineTune:
     """The fine-tuning budget: SGD with momentum for ``epochs`` passes over the loader, at a
-    constant ``lr`` or (``schedule="cosine"``) one annealed from ``lr`` to 0 over the steps."""
+    constant ``lr`` or (``schedule="cosine"``) one annealed from ``lr`` to 0 over the steps.
+
+    ``distill`` in ``[0, 1]`` is the weight of the distillation term against a teacher's
+    outputs softened at ``temperature`` (:func:`distillation_loss`; 0: plain cross-entropy).
+    """
 
     epochs: int = 1
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
+    distill: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.schedule!r}; choose one of "
                              f"{', '.join(SCHEDULES)}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1] (the weight of the distillation "
+                             f"term), got {self.distill!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}")
 
 
 SCHEDULES = ("constant", "cosine")
@@ -51,13 +63,45 @@ def _to(x: Tensor, like: Tensor) -> Tensor:
     return x.to(like.device, like.dtype if x.is_floating_point() else x.dtype)
 
 
+def distillation_loss(logits: Tensor, teacher_logits: Tensor, labels: Tensor, distill: float,
+                      temperature: float) -> Tensor:
+    """``(1 - distill) * CE(logits, labels) + distill * T^2 * KL(p_T(teacher) || p_T(logits))``.
+
+    Parameters
+    ----------
+    logits, teacher_logits : Tensor
+        ``(batch, classes)``: the student's and the teacher's outputs.
+    labels : Tensor
+        ``(batch,)`` integer classes.
+    distill : float
+        Weight of the distillation term, in ``[0, 1]``.
+    temperature : float
+        ``T``: both outputs are softened as ``softmax(logits / T)``; the ``T^2`` keeps the
+        term's gradients on the scale of the cross-entropy's (Hinton et al., 2015).
+
+    Returns
+    -------
+    Tensor
+        Scalar, the mean over the batch.
+    """
+    hard = F.cross_entropy(logits, labels)
+    if distill == 0.0:
+        return hard
+    soft = F.kl_div(F.log_softmax(logits / temperature, dim=1),
+                    F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True)  # fmt: skip
+    return (1.0 - distill) * hard + distill * temperature**2 * soft
+
+
 def fine_tune(
     net: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],
     budget: FineTune,
     weight_masks: dict[str, Tensor] | None = None,
+    teacher: nn.Module | None = None,
 ) -> list[float]:
-    """Train ``net`` in place on the mean cross-entropy with SGD.
+    """Train ``net`` in place on the mean cross-entropy (or, with ``budget.distill > 0``,
+    :func:`distillation_loss` against ``teacher``) with SGD.
 
     Parameters
     ----------
@@ -70,12 +114,19 @@ def fine_tune(
     weight_masks : dict of str to Tensor, optional
         ``weight_masks[layer name]``: bool of the layer's weight shape; weights where it is
         False are zeroed before training and after every step.
+    teacher : nn.Module, optional
+        Required when ``budget.distill > 0``: its eval-mode logits on the same batches are the
+        soft targets (it is not trained).
 
     Returns
     -------
     list of float
         The mean training loss of every epoch.
     """
+    if budget.distill > 0 and teacher is None:
+        raise ValueError("fine-tuning with distill > 0 needs a teacher network")
+    if teacher is not None:
+        teacher.eval()
     parameter = next(net.parameters())
     optimizer = torch.optim.SGD(net.parameters(), lr=budget.lr, momentum=budget.momentum,
                                 weight_decay=budget.weight_decay)  # fmt: skip
@@ -90,7 +141,13 @@ def fine_tune(
         total, count = 0.0, 0
         for x, y in loader:
             x, y = _to(x, parameter), y.to(parameter.device)
-            loss = F.cross_entropy(net(x), y)
+            logits = net(x)
+            if budget.distill > 0:
+                with torch.no_grad():
+                    target = teacher(x)  # type: ignore[misc]
+                loss = distillation_loss(logits, target, y, budget.distill, budget.temperature)
+            else:
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -165,8 +222,10 @@ def magnitude_prune(
     sparsity: float,
     loader: Iterable[tuple[Tensor, Tensor]],
     budget: FineTune,
+    teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, dict[str, Tensor]]:
-    """Global unstructured magnitude pruning of a copy of ``net``, then fine-tuning.
+    """Global unstructured magnitude pruning of a copy of ``net``, then fine-tuning (with
+    ``teacher``'s soft targets when ``budget.distill > 0``).
 
     Returns
     -------
@@ -176,7 +235,7 @@ def magnitude_prune(
     """
     masks = magnitude_masks(net, sparsity)
     pruned = copy.deepcopy(net)
-    fine_tune(pruned, loader, budget, weight_masks=masks)
+    fine_tune(pruned, loader, budget, weight_masks=masks, teacher=teacher)
     return pruned, masks
 
 
@@ -266,8 +325,10 @@ def structured_prune(
     loader: Iterable[tuple[Tensor, Tensor]],
     budget: FineTune,
     columns: dict[str, int] | None = None,
+    teacher: nn.Module | None = None,
 ) -> nn.Module:
-    """Structured pruning by unit norm (:func:`norm_alive`), physically, then fine-tuning.
+    """Structured pruning by unit norm (:func:`norm_alive`), physically, then fine-tuning
+    (with ``teacher``'s soft targets when ``budget.distill > 0``).
 
     ``columns`` (``{layer: count}``) also keeps only that many input columns of a linear layer
     after a flatten, by norm (:func:`norm_alive_columns`).
@@ -279,5 +340,5 @@ def structured_prune(
     """
     alive = norm_alive(net, units)
     pruned = prune_units(net, alive, alive_columns=norm_alive_columns(net, alive, columns or {}))
-    fine_tune(pruned, loader, budget)
+    fine_tune(pruned, loader, budget, teacher=teacher)
     return pruned

@@ -29,6 +29,9 @@ _HELP = {
     "pretrain_schedule": "dense learning rate: constant, or cosine (annealed to 0)",
     "finetune_schedule": "fine-tuning learning rate (ours and the baselines): constant, or "
     "cosine (annealed to 0)",
+    "finetune_distill": "weight in [0, 1] of distillation from the dense network in the "
+    "fine-tuning (ours and the baselines; 0: cross-entropy only)",
+    "distill_temperature": "softmax temperature of the distillation",
     "t_max": "type-II iterations",
     "finetune_from": "fine-tune the pruned network from the last MAP weights (map) or from "
     "the dense weights cut to the chosen units and masks (dense)",

@@ -130,6 +130,10 @@ class CompressSettings:
     finetune_epochs, finetune_lr, finetune_schedule
         Fine-tuning of the pruned network (and of the baselines): ``constant`` at
         ``finetune_lr``, or ``cosine`` from it to 0.
+    finetune_distill, distill_temperature
+        Weight in ``[0, 1]`` of knowledge distillation from the dense network in the
+        fine-tuning of ours and of the baselines (the loss is ``(1 - w) * CE + w * T^2 *
+        KL`` at temperature ``T``; 0: plain cross-entropy).
     finetune_from
         The weights the pruned network starts fine-tuning from: ``map`` (those of the type-II
         loop's last MAP epoch, shrunk by its group lasso) or ``dense`` (the dense network's, cut
@@ -179,6 +183,8 @@ class CompressSettings:
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     finetune_schedule: str = "constant"
+    finetune_distill: float = 0.0
+    distill_temperature: float = 4.0
     finetune_from: str = "map"
     baselines: bool = False
     scratch_baseline: bool = False
@@ -200,6 +206,12 @@ class CompressSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         FineTune(schedule=self.pretrain_schedule)  # an unknown schedule fails here
         FineTune(schedule=self.finetune_schedule)
+        if not 0.0 <= self.finetune_distill <= 1.0:
+            raise ValueError(f"finetune_distill must be in [0, 1] (the weight of the "
+                             f"distillation term), got {self.finetune_distill!r}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be positive, got "
+                             f"{self.distill_temperature!r}")
         if self.finetune_from not in FINETUNE_FROM:
             raise ValueError(f"finetune_from must be one of {', '.join(FINETUNE_FROM)}, got "
                              f"{self.finetune_from!r}")
@@ -489,7 +501,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     dense_weights, dense_flops = count_weights(net), count_flops(net, input_shape)
     log.info("dense %s: test error %.4f, %d weights", settings.network, 1 - dense_acc,
              dense_weights)
-    keep_dense = settings.baselines or settings.finetune_from == "dense"
+    keep_dense = (settings.baselines or settings.finetune_from == "dense"
+                  or settings.finetune_distill > 0)
     dense = copy.deepcopy(net) if keep_dense else None
 
     hypers = group_hard.init_hypers(
@@ -551,10 +564,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     if settings.finetune_from == "dense":  # fine_tune zeroes the masked weights first
         assert dense is not None
         pruned = prune_units(dense, alive_out, alive_in, columns)
-    fine_tune(pruned, loaders["train"], FineTune(settings.finetune_epochs, settings.finetune_lr,
-                                                 settings.momentum,
-                                                 schedule=settings.finetune_schedule),
-              weight_masks=masks)
+    fine_tune(pruned, loaders["train"], _finetune_budget(settings, settings.finetune_epochs),
+              weight_masks=masks, teacher=dense)
     _, final_acc = evaluate(pruned, loaders["test"])
     stored_weights = count_weights(pruned)
     kept_weights = stored_weights - sum(int((~m).sum()) for m in masks.values())
@@ -592,22 +603,28 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     return CompressResult(out, pruned, summary, state)
 
 
+def _finetune_budget(settings: CompressSettings, epochs: int) -> FineTune:
+    """The fine-tuning of ours (``finetune_epochs``) and of the baselines (``epochs``)."""
+    return FineTune(epochs, settings.finetune_lr, settings.momentum,
+                    schedule=settings.finetune_schedule, distill=settings.finetune_distill,
+                    temperature=settings.distill_temperature)
+
+
 def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
                settings: CompressSettings, loaders: Mapping[str, Any], kept_weights: int
                ) -> dict[str, Any]:
     """Test errors of magnitude and structured pruning of ``dense`` at this run's sparsity."""
     epochs = settings.t_max * settings.epochs_per_iter + settings.finetune_epochs
-    budget = FineTune(epochs, settings.finetune_lr, settings.momentum,
-                      schedule=settings.finetune_schedule)
+    budget = _finetune_budget(settings, epochs)
     dense_weights = count_weights(dense)
     sparsity = 1 - kept_weights / dense_weights
-    magnitude, _ = magnitude_prune(dense, sparsity, loaders["train"], budget)
+    magnitude, _ = magnitude_prune(dense, sparsity, loaders["train"], budget, teacher=dense)
     _, magnitude_acc = evaluate(magnitude, loaders["test"])
     units = {layer.name: int(pruned.get_submodule(layer.name).weight.shape[0])
              for layer in layers[:-1]}
     columns = {layer.name: int(pruned.get_submodule(layer.name).weight.shape[1])
                for layer in layers if layer.in_block > 1}  # the positions ours reads
-    structured = structured_prune(dense, units, loaders["train"], budget, columns)
+    structured = structured_prune(dense, units, loaders["train"], budget, columns, teacher=dense)
     _, structured_acc = evaluate(structured, loaders["test"])
     log.info("baselines at %.1f %% of the weights removed: magnitude test error %.4f, "
              "structured (units %s) %.4f", 100 * sparsity, 1 - magnitude_acc, units,
