@@ -181,6 +181,32 @@ def test_experiment_script_smoke(tmp_path) -> None:
     assert metrics["weights_kept"] < metrics["weights_stored"]
 
 
+def test_experiment_settings_per_network_override_the_shared_ones(tmp_path, monkeypatch
+                                                                   ) -> None:
+    """A full run takes the network's settings over the shared ones (LeNet-300-100's 8 type-II
+    iterations with single weights, not the shared 4), and the command line over both."""
+    module = load_script("experiments/compress.py")
+    seen = []
+
+    class Recorded(Exception):
+        pass
+
+    def recording(settings, out):
+        seen.append(settings)
+        raise Recorded
+
+    monkeypatch.setattr(module, "run_compress", recording)
+    for argv in (["--prune-weights"], ["--prune-weights", "--lambda-weight", "3e-6"], []):
+        with pytest.raises(Recorded):
+            module.main([*argv, "--networks", "lenet300", "--out", str(tmp_path)])
+    weights, weights_lambda, units = seen
+    assert weights["t_max"] == 8 and weights["finetune_distill"] == 0.9
+    assert weights["lambda_weight"] == 7e-7 and weights["prune_weights"] is True
+    assert weights_lambda["lambda_weight"] == 3e-6 and weights_lambda["t_max"] == 8
+    assert units["t_max"] == 4 and units["lambda_weight"] == 2e-6
+    assert units["prune_weights"] is False and units["pretrain_epochs"] == 20
+
+
 def test_group_prices_from_the_command_line_to_the_prior() -> None:
     parser = argparse.ArgumentParser()
     add_compress_parser(parser.add_subparsers(dest="command"))
