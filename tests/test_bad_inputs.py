@@ -385,6 +385,8 @@ CASES: dict[str, Case] = {
     "compress --finetune-distill 1.5": _plain(lambda t: [
         "compress", "--dataset", "digits", "--finetune-distill", "1.5",
         "--out", str(t / "run")]),
+    "compress --dense-from a folder without a dense network": _plain(lambda t: [
+        "compress", "--dataset", "digits", "--dense-from", str(t), "--out", str(t / "run")]),
     # devices
     "retrain --device tpu": _plain(lambda t: _retrain(t, "--device", "tpu")),
     "search --device tpu": _plain(lambda t: _search(t, "--device", "tpu")),

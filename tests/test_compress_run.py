@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -430,3 +431,58 @@ def test_finetune_from_dense_starts_from_the_dense_weights_cut_to_the_masks(tmp_
         assert bool((ours["fc3.weight"] == 0).any())  # single weights pruned, as zeros
     with pytest.raises(ValueError, match="finetune_from must be one of map, dense"):
         CompressSettings(finetune_from="scratch")
+
+
+def _same_run(a: dict, b: dict) -> None:
+    """Two compression runs' metrics agree on everything but the clock."""
+    clock = {"wall_seconds", "dense_seconds", "dense_reused"}
+    assert {k: v for k, v in a.items() if k not in clock} == {
+        k: v for k, v in b.items() if k not in clock}
+
+
+def test_dense_from_another_run_computes_what_the_run_would_have(tmp_path) -> None:
+    settings = {**SMOKE, "network": "lenet5", "baselines": True}
+    own = run_compress(settings, tmp_path / "own")
+    assert (tmp_path / "own" / "dense.pt").is_file() and not own.metrics["dense_reused"]
+    reused = run_compress({**settings, "dense_from": str(tmp_path / "own")}, tmp_path / "reused")
+    assert reused.metrics["dense_reused"]
+    assert reused.metrics["dense_seconds"] == own.metrics["dense_seconds"]
+    _same_run(own.metrics, reused.metrics)
+    a = torch.load(tmp_path / "own" / "pruned_state.pt")
+    b = torch.load(tmp_path / "reused" / "pruned_state.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the new folder holds the dense network too, so it can serve further runs
+    assert (tmp_path / "reused" / "dense.pt").is_file()
+    # a lambda sweep: another lambda on the same dense network
+    other = run_compress({**settings, "lambda_weight": 1e-8, "dense_from": str(
+        tmp_path / "own" / "dense.pt")}, tmp_path / "other")
+    assert other.metrics["test_error_before"] == own.metrics["test_error_before"]
+
+
+def test_a_run_stopped_after_its_dense_phase_restarts_from_it(tmp_path) -> None:
+    settings = {**SMOKE, "network": "lenet300"}
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="pruned every unit"):
+        run_compress({**settings, "lambda_weight": 1e4}, out)
+    assert (out / "dense.pt").is_file() and not (out / "metrics.json").exists()
+    resumed = run_compress(settings, out)  # same folder, a lambda that keeps units
+    assert resumed.metrics["dense_reused"]
+    _same_run(resumed.metrics, run_compress(settings, tmp_path / "fresh").metrics)
+
+
+def test_a_dense_checkpoint_of_other_dense_settings_is_refused(tmp_path) -> None:
+    run_compress({**SMOKE, "network": "lenet300"}, tmp_path / "a")
+    with pytest.raises(ValueError, match=r"pretrain_epochs: checkpoint 1, this run 2"):
+        run_compress({**SMOKE, "network": "lenet300", "pretrain_epochs": 2,
+                      "dense_from": str(tmp_path / "a")}, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    stopped = tmp_path / "stopped"  # a folder whose run stopped after its dense phase
+    stopped.mkdir()
+    shutil.copy(tmp_path / "a" / "dense.pt", stopped / "dense.pt")
+    with pytest.raises(ValueError, match=r"network: checkpoint 'lenet300', this run 'lenet5'"
+                       r".*it is kept"):
+        run_compress({**SMOKE, "network": "lenet5"}, stopped)
+    assert sorted(p.name for p in stopped.iterdir()) == ["dense.pt"]
+    with pytest.raises(FileNotFoundError, match="no dense checkpoint"):
+        run_compress({**SMOKE, "dense_from": str(tmp_path / "nowhere")}, tmp_path / "c")
+    assert not (tmp_path / "c").exists()

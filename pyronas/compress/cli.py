@@ -42,6 +42,8 @@ _HELP = {
     "prune_inputs": "group the first layer's input features too (--no-prune-inputs: keep them)",
     "prune_weights": "also give every weight its own variance: single weights pruned inside "
     "the kept units (stored as zeros)",
+    "dense_from": "start from the dense network of this compression run folder (or its "
+    "dense.pt) instead of training one; its dense settings must match",
     "max_batches": "at most this many batches per epoch (smoke runs)",
     "baselines": "also run magnitude and structured-norm pruning at the same sparsity",
     "scratch_baseline": "also train the pruned architecture from fresh weights (dense budget)",

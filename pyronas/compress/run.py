@@ -28,6 +28,11 @@ Run folder::
     pruned_state.pt      state dict of the pruned, fine-tuned network
     architecture.json    its architecture (:func:`pyronas.compress.networks.describe_network`)
     metrics.json         dense and pruned sizes, FLOPs, test errors, wall time
+    dense.pt             the dense network after its training and the random generators'
+                         states at that point (format pyronas-compress-dense/1): a run
+                         stopped later restarts from it in the same folder, and
+                         ``dense_from`` gives it to other runs (:data:`DENSE_KEYS` must agree);
+                         either way the run computes what it would have computed uninterrupted
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from pyronas.arviz_export import save_arviz
+from pyronas.checkpoint import load_checkpoint, save_checkpoint
 from pyronas.compress.baselines import (
     FineTune,
     evaluate,
@@ -71,7 +77,7 @@ from pyronas.distributed import refuse_data_parallel
 from pyronas.inference import BACKENDS
 from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import group_hard
-from pyronas.run_setup import SeedStreams
+from pyronas.run_setup import SeedStreams, capture_run_rng, restore_run_rng
 from pyronas.runs import MetricsCSV, atomic_write_bytes, atomic_write_text
 from pyronas.runtime import resolve_device, seed_everything
 
@@ -91,6 +97,17 @@ __all__ = [
 
 FINETUNE_FROM = ("map", "dense")
 """Where the pruned network's fine-tuning starts (:class:`CompressSettings`)."""
+
+DENSE_CHECKPOINT = "dense.pt"
+"""The dense network's checkpoint in a run folder."""
+
+DENSE_FORMAT = "pyronas-compress-dense/1"
+
+DENSE_KEYS = ("network", "dataset", "train_size", "fractions", "seed", "batch_size",
+              "pretrain_epochs", "pretrain_schedule", "lr", "momentum", "weight_decay",
+              "max_batches")
+"""The settings that decide the dense network and the random streams after it: a dense
+checkpoint serves a run only when these agree (``data_dir`` and ``device`` may differ)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,11 @@ class CompressSettings:
         without the weights the prior kept (its test error goes into ``metrics.json``).
     max_batches
         At most this many batches per epoch (``None``: all; small values for smoke runs).
+    dense_from
+        A run folder (or its ``dense.pt``) whose dense network this run starts from instead of
+        training its own; the :data:`DENSE_KEYS` settings must agree, and the random streams
+        continue from where that run's dense phase left them, so the run computes exactly what
+        it would have with its own dense phase (a lambda sweep trains the network once).
     """
 
     network: str = "lenet300"
@@ -189,6 +211,7 @@ class CompressSettings:
     baselines: bool = False
     scratch_baseline: bool = False
     max_batches: int | None = None
+    dense_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -491,12 +514,27 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     layers = prunable_layers(net)
     spec = weight_spec(layers, net, settings.prune_inputs, settings.group_prices,
                        settings.prune_weights)
+    generators = {name: batches.loader for name, batches in loaders.items()}
+    dense_checkpoint = _dense_checkpoint(settings, out)
     out.mkdir(parents=True, exist_ok=True)  # the data and the spec are good: start the run
     save_resolved_config({"compress": settings.to_dict()}, out, seed=settings.seed)
 
     dense_budget = FineTune(settings.pretrain_epochs, settings.lr, settings.momentum,
                             settings.weight_decay, settings.pretrain_schedule)
-    fine_tune(net, loaders["train"], dense_budget)
+    if dense_checkpoint is None:
+        dense_start = time.perf_counter()
+        fine_tune(net, loaders["train"], dense_budget)
+        dense_seconds = time.perf_counter() - dense_start
+    else:
+        net.load_state_dict(dense_checkpoint["state_dict"])
+        restore_run_rng(dense_checkpoint["rng"], generators)
+        dense_seconds = float(dense_checkpoint["seconds"])
+    own_checkpoint = (out / DENSE_CHECKPOINT).resolve()
+    if dense_checkpoint is None or dense_checkpoint["path"].resolve() != own_checkpoint:
+        save_checkpoint({"format": DENSE_FORMAT, "settings": _dense_settings(settings),
+                         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                         "rng": capture_run_rng(generators), "seconds": dense_seconds},
+                        out / DENSE_CHECKPOINT)
     _, dense_acc = evaluate(net, loaders["test"])
     dense_weights, dense_flops = count_weights(net), count_flops(net, input_shape)
     log.info("dense %s: test error %.4f, %d weights", settings.network, 1 - dense_acc,
@@ -588,6 +626,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         "test_error_after": 1 - final_acc,
         "iterations": state.iteration,
         "wall_seconds": seconds,
+        "dense_seconds": dense_seconds,
+        "dense_reused": dense_checkpoint is not None,
         "device": str(device),
     }
     if settings.baselines:
@@ -601,6 +641,56 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
              settings.network, summary["units_after"], summary["compression_ratio"],
              summary["test_error_before"], summary["test_error_after"], seconds)
     return CompressResult(out, pruned, summary, state)
+
+
+def _dense_settings(settings: CompressSettings) -> dict[str, Any]:
+    data = settings.to_dict()
+    return {key: data[key] for key in DENSE_KEYS}
+
+
+def _dense_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] | None:
+    """The dense checkpoint this run starts from, checked, or None to train the dense network.
+
+    ``settings.dense_from`` names it (a run folder or the file); otherwise a ``dense.pt`` left in
+    ``out`` by a run stopped after its dense phase is taken up.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``dense_from`` holds no dense checkpoint.
+    ValueError
+        The checkpoint is of another format or was trained with other :data:`DENSE_KEYS`.
+    """
+    if settings.dense_from is not None:
+        path = Path(settings.dense_from)
+        if path.is_dir():
+            path = path / DENSE_CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"dense_from: no dense checkpoint at {path} (a compression "
+                                    f"run folder holds one, {DENSE_CHECKPOINT}, once its dense "
+                                    "training is done)")
+        where = f"dense_from {path}"
+    else:
+        path = out / DENSE_CHECKPOINT
+        if not path.is_file():
+            return None
+        where = f"the run folder's {path}"
+    state = load_checkpoint(path, weights_only=False)
+    if state.get("format") != DENSE_FORMAT:
+        raise ValueError(f"{where} is not a dense checkpoint of this version (format "
+                         f"{state.get('format')!r}, expected {DENSE_FORMAT!r})")
+    saved, wanted = state["settings"], _dense_settings(settings)
+    differ = [key for key in DENSE_KEYS if saved.get(key) != wanted[key]]
+    if differ:
+        details = "; ".join(f"{key}: checkpoint {saved.get(key)!r}, this run {wanted[key]!r}"
+                            for key in differ)
+        hint = ("" if settings.dense_from is not None else
+                " (it is kept: use another --out, or the same dense settings)")
+        raise ValueError(f"{where} was trained with other dense settings ({details}){hint}")
+    log.info("dense %s: taken from %s (trained in %.0f s)", settings.network, path,
+             state["seconds"])
+    state["path"] = path
+    return state
 
 
 def _finetune_budget(settings: CompressSettings, epochs: int) -> FineTune:
