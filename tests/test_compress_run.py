@@ -180,6 +180,10 @@ def test_experiment_script_smoke(tmp_path) -> None:
                         "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "lenet300-digits-weights-s0" / "metrics.json").read_text())
     assert metrics["weights_kept"] < metrics["weights_stored"]
+    # ... from the dense network of the first setting's run
+    units = json.loads((tmp_path / "lenet300-digits-s0" / "metrics.json").read_text())
+    assert metrics["dense_reused"] and not units["dense_reused"]
+    assert metrics["test_error_before"] == units["test_error_before"]
 
 
 def test_experiment_settings_per_network_override_the_shared_ones(tmp_path, monkeypatch
