@@ -8,10 +8,13 @@ turns in every round so that they share the machine's load (and the units a grou
 compression of LeNet-5 on Fashion-MNIST kept, 20-26-121); prints the best images/s of each
 over the rounds, the ratio to the dense network, and the weights and multiply-adds.
 ``--runs`` adds the pruned networks of LeNet-5 compression run folders (``architecture.json``
-and ``pruned_state.pt``), named after their folders.
+and ``pruned_state.pt``), named after their folders. ``--pool`` picks the max-pool every
+network uses: ``fast`` (the networks' own :class:`~pyronas.compress.networks.MaxPool2x2`; older
+run folders' ``nn.MaxPool2d`` are swapped for it) or ``torch`` (``nn.MaxPool2d(2)``, torch's
+NCHW kernel); both compute the same numbers.
 
     python benchmarks/compress_speed.py [--batch 256] [--rounds 7] [--seconds 0.5] [--threads 1]
-        [--runs runs/compress/lenet5-fashion-mnist-s0 ...]
+        [--pool fast|torch] [--runs runs/compress/lenet5-fashion-mnist-s0 ...]
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pyronas.compress.networks import build_network, network_from_description, prunable_layers
+from pyronas.compress.networks import (
+    MaxPool2x2,
+    build_network,
+    network_from_description,
+    prunable_layers,
+)
 from pyronas.compress.surgery import count_flops, count_weights, prune_units
 
 KEPT: dict[str, dict[str, int]] = {
@@ -60,6 +68,14 @@ def run_network(folder: Path) -> nn.Module:
     return net.eval()
 
 
+def set_pooling(net: nn.Sequential, kind: str) -> nn.Sequential:
+    """Swap the 2x2 max-pools of ``net`` in place for ``kind`` (``fast`` or ``torch``)."""
+    for name, child in net.named_children():
+        if isinstance(child, MaxPool2x2 | nn.MaxPool2d):
+            setattr(net, name, MaxPool2x2() if kind == "fast" else nn.MaxPool2d(2))
+    return net
+
+
 def images_per_second(net: nn.Module, x: torch.Tensor, seconds: float) -> float:
     """Forward passes of ``x`` for about ``seconds``; images per second."""
     done, start = 0, time.perf_counter()
@@ -77,10 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, nargs="*", default=[],
                         help="compression run folders of LeNet-5 (28x28) to time too")
+    parser.add_argument("--pool", choices=("fast", "torch"), default="fast",
+                        help="max-pool of every network: MaxPool2x2 or nn.MaxPool2d(2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     nets = networks()
     nets |= {folder.name: run_network(folder) for folder in args.runs}
+    nets = {label: set_pooling(net, args.pool) for label, net in nets.items()}
     x = torch.randn(args.batch, 1, 28, 28)
     best = dict.fromkeys(nets, 0.0)
     with torch.inference_mode():
@@ -90,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             for label, net in nets.items():
                 best[label] = max(best[label], images_per_second(net, x, args.seconds))
     print(f"LeNet-5 28x28, CPU, batch {args.batch}, {args.threads} thread(s), "
-          f"best of {args.rounds} rounds")  # fmt: skip
+          f"{args.pool} max-pool, best of {args.rounds} rounds")  # fmt: skip
     width = max(len(label) for label in nets)
     print(f"{'network':<{width}} {'units':<12} {'weights':>9} {'MACs':>10} {'images/s':>10} "
           f"{'speed-up':>8}")  # fmt: skip

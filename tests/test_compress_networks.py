@@ -9,6 +9,7 @@ import torch
 
 from pyronas.compress.networks import (
     NETWORKS,
+    MaxPool2x2,
     PrunableLayer,
     build_network,
     describe_network,
@@ -104,3 +105,34 @@ def test_unknown_modules_are_not_described() -> None:
         describe_network(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh()))
     with pytest.raises(ValueError, match="unknown module type 'Tanh' of 'act'"):
         network_from_description([{"name": "act", "type": "Tanh"}])
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (24, 25), (3, 2)])
+def test_the_fast_max_pool_computes_what_torch_max_pool_does(size: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(3, 4, *size, generator=g, dtype=torch.float64))
+    pool, reference = MaxPool2x2(), torch.nn.MaxPool2d(2)
+    with torch.inference_mode():  # the strided-maximum path
+        assert torch.equal(pool(x), reference(x))
+    # with autograd: torch's kernel, the same values and gradients
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = pool(a), reference(b)
+    assert torch.equal(ya, yb)
+    weights = torch.randn(ya.shape, generator=g, dtype=torch.float64)
+    (ya * weights).sum().backward()
+    (yb * weights).sum().backward()
+    assert torch.equal(a.grad, b.grad)
+
+
+def test_older_run_folders_with_torch_max_pools_still_build() -> None:
+    net = build_network("lenet5", 1, 28, 10).eval()
+    description = describe_network(net)
+    assert [e["type"] for e in description if "pool" in e["name"]] == ["MaxPool2x2"] * 2
+    old = [{"name": e["name"], "type": "MaxPool2d", "kernel_size": 2, "stride": 2, "padding": 0}
+           if e["type"] == "MaxPool2x2" else e for e in description]
+    rebuilt = network_from_description(old).eval()
+    assert isinstance(rebuilt.pool1, torch.nn.MaxPool2d)
+    rebuilt.load_state_dict(net.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.equal(rebuilt(x), net(x))

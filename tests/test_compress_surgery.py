@@ -257,3 +257,9 @@ def test_speed_benchmark_times_the_network_of_a_run_folder(tmp_path, capsys) -> 
     assert f"{count_weights(pruned):,}" in row and row.rstrip().endswith("x")
     with pytest.raises(SystemExit, match="architecture.json"):
         bench.main(["--rounds", "1", "--runs", str(tmp_path)])
+    # torch's max-pool in every network, the run folder's too
+    bench.main(["--batch", "4", "--rounds", "1", "--seconds", "0.01", "--pool", "torch",
+                "--runs", str(folder)])
+    assert "torch max-pool" in capsys.readouterr().out
+    swapped = bench.set_pooling(bench.run_network(folder), "torch")
+    assert sum(isinstance(m, nn.MaxPool2d) for m in swapped.children()) == 2

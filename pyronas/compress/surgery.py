@@ -29,9 +29,10 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from pyronas.compress.networks import PrunableLayer, SelectInputs, prunable_layers
+from pyronas.compress.networks import MaxPool2x2, PrunableLayer, SelectInputs, prunable_layers
 
-PASSIVE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+PASSIVE = (nn.ReLU, nn.MaxPool2d, MaxPool2x2, nn.AvgPool2d, nn.Flatten, nn.Dropout,
+           nn.Identity)
 """Children copied as they are: they act on each unit (channel) separately or reshape."""
 
 
