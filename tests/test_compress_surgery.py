@@ -263,3 +263,12 @@ def test_speed_benchmark_times_the_network_of_a_run_folder(tmp_path, capsys) -> 
     assert "torch max-pool" in capsys.readouterr().out
     swapped = bench.set_pooling(bench.run_network(folder), "torch")
     assert sum(isinstance(m, nn.MaxPool2d) for m in swapped.children()) == 2
+
+
+def test_lenet5_kernels_benchmark_smoke(capsys) -> None:
+    from conftest import load_script
+
+    load_script("benchmarks/lenet5_kernels.py").main(["--batch", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "of which the two max-pools" in out
+    assert [line.split()[0] for line in out.splitlines()[-8:]] == [str(c) for c in range(13, 21)]
