@@ -471,6 +471,8 @@ def test_a_run_stopped_after_its_dense_phase_restarts_from_it(tmp_path) -> None:
     assert (out / "dense.pt").is_file() and not (out / "metrics.json").exists()
     resumed = run_compress(settings, out)  # same folder, a lambda that keeps units
     assert resumed.metrics["dense_reused"]
+    with (out / "metrics.csv").open(newline="") as handle:  # the stopped attempt's rows gone
+        assert [int(r["iteration"]) for r in csv.DictReader(handle)] == [1]
     _same_run(resumed.metrics, run_compress(settings, tmp_path / "fresh").metrics)
 
 

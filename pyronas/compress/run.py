@@ -555,6 +555,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     for s in hypers["sites"]:
         params[s].requires_grad_(False)  # the sites stand in for them during the loop
     metrics = MetricsCSV(out / "metrics.csv")
+    metrics.truncate_after("iteration", 0)  # rows of an earlier attempt in this folder
     history: list[dict[str, Any]] = []
 
     def record(row: dict[str, Any], state: Type2State) -> None:
