@@ -96,7 +96,7 @@ class MaxPool2x2(nn.Module):
     Without autograd (evaluation, ``torch.inference_mode``) the output is the elementwise
     maximum of the four strided views of the input, several times faster on the CPU than
     torch's NCHW ``max_pool2d`` kernel, which takes about half of LeNet-5's forward time
-    (``benchmarks/compress_speed.py --pool``); with autograd it is ``max_pool2d``, whose
+    (``benchmarks/lenet5_kernels.py``); with autograd it is ``max_pool2d``, whose
     backward is the faster one. The maximum is exact, so both give the same numbers.
     """
 

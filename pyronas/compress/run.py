@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from pyronas.arviz_export import save_arviz
-from pyronas.checkpoint import load_checkpoint, save_checkpoint
+from pyronas.checkpoint import identity, load_checkpoint, save_checkpoint
 from pyronas.compress.baselines import (
     FineTune,
     evaluate,
@@ -531,7 +531,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         dense_seconds = float(dense_checkpoint["seconds"])
     own_checkpoint = (out / DENSE_CHECKPOINT).resolve()
     if dense_checkpoint is None or dense_checkpoint["path"].resolve() != own_checkpoint:
-        save_checkpoint({"format": DENSE_FORMAT, "settings": _dense_settings(settings),
+        dense_settings = identity(settings.to_dict(), DENSE_KEYS)
+        save_checkpoint({"format": DENSE_FORMAT, "settings": dense_settings,
                          "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                          "rng": capture_run_rng(generators), "seconds": dense_seconds},
                         out / DENSE_CHECKPOINT)
@@ -644,11 +645,6 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     return CompressResult(out, pruned, summary, state)
 
 
-def _dense_settings(settings: CompressSettings) -> dict[str, Any]:
-    data = settings.to_dict()
-    return {key: data[key] for key in DENSE_KEYS}
-
-
 def _dense_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] | None:
     """The dense checkpoint this run starts from, checked, or None to train the dense network.
 
@@ -680,7 +676,7 @@ def _dense_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] |
     if state.get("format") != DENSE_FORMAT:
         raise ValueError(f"{where} is not a dense checkpoint of this version (format "
                          f"{state.get('format')!r}, expected {DENSE_FORMAT!r})")
-    saved, wanted = state["settings"], _dense_settings(settings)
+    saved, wanted = state["settings"], identity(settings.to_dict(), DENSE_KEYS)
     differ = [key for key in DENSE_KEYS if saved.get(key) != wanted[key]]
     if differ:
         details = "; ".join(f"{key}: checkpoint {saved.get(key)!r}, this run {wanted[key]!r}"
