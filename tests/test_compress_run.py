@@ -23,6 +23,7 @@ from pyronas.compress.networks import (
     prunable_layers,
 )
 from pyronas.compress.run import POSTERIOR_FORMAT, CompressSettings, run_compress, weight_spec
+from pyronas.runs import MetricsCSV
 
 SMOKE = {"dataset": "digits", "device": "cpu", "batch_size": 32, "max_batches": 3,
          "pretrain_epochs": 1, "t_max": 1, "finetune_epochs": 1, "curvature_batches": 1,
@@ -439,7 +440,7 @@ def test_finetune_from_dense_starts_from_the_dense_weights_cut_to_the_masks(tmp_
 
 def _same_run(a: dict, b: dict) -> None:
     """Two compression runs' metrics agree on everything but the clock."""
-    clock = {"wall_seconds", "dense_seconds", "dense_reused"}
+    clock = {"wall_seconds", "dense_seconds", "dense_reused", "resumed_iteration"}
     assert {k: v for k, v in a.items() if k not in clock} == {
         k: v for k, v in b.items() if k not in clock}
 
@@ -463,17 +464,80 @@ def test_dense_from_another_run_computes_what_the_run_would_have(tmp_path) -> No
     assert other.metrics["test_error_before"] == own.metrics["test_error_before"]
 
 
-def test_a_run_stopped_after_its_dense_phase_restarts_from_it(tmp_path) -> None:
+def test_a_run_stopped_after_its_dense_phase_restarts_from_it(tmp_path, caplog) -> None:
     settings = {**SMOKE, "network": "lenet300"}
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="pruned every unit"):
         run_compress({**settings, "lambda_weight": 1e4}, out)
     assert (out / "dense.pt").is_file() and not (out / "metrics.json").exists()
-    resumed = run_compress(settings, out)  # same folder, a lambda that keeps units
-    assert resumed.metrics["dense_reused"]
+    with caplog.at_level("WARNING", logger="pyronas.compress.run"):
+        resumed = run_compress(settings, out)  # same folder, a lambda that keeps units
+    # the stopped loop had another lambda: it starts again from the dense network
+    assert "lambda_weight: checkpoint 10000.0, this run 1e-09" in caplog.text
+    assert resumed.metrics["dense_reused"] and resumed.metrics["resumed_iteration"] == 0
     with (out / "metrics.csv").open(newline="") as handle:  # the stopped attempt's rows gone
         assert [int(r["iteration"]) for r in csv.DictReader(handle)] == [1]
     _same_run(resumed.metrics, run_compress(settings, tmp_path / "fresh").metrics)
+
+
+def test_a_run_stopped_inside_its_type2_loop_continues_it(tmp_path, monkeypatch) -> None:
+    settings = {**SMOKE, "network": "lenet5", "t_max": 3, "finetune_distill": 0.5}
+    out = tmp_path / "run"
+    append = MetricsCSV.append
+
+    def stop_at_iteration_2(self, row):
+        if row["iteration"] == 2:
+            raise KeyboardInterrupt
+        append(self, row)
+
+    monkeypatch.setattr(MetricsCSV, "append", stop_at_iteration_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_compress(settings, out)
+    monkeypatch.setattr(MetricsCSV, "append", append)
+    assert torch.load(out / "type2.pt", weights_only=False)["type2"]["iteration"] == 1
+    resumed = run_compress(settings, out)
+    assert resumed.metrics["resumed_iteration"] == 1 and resumed.metrics["dense_reused"]
+    with (out / "metrics.csv").open(newline="") as handle:
+        assert [int(r["iteration"]) for r in csv.DictReader(handle)] == [1, 2, 3]
+    fresh = run_compress(settings, tmp_path / "fresh")
+    _same_run(resumed.metrics, fresh.metrics)
+    a = torch.load(out / "pruned_state.pt")
+    b = torch.load(tmp_path / "fresh" / "pruned_state.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pa = torch.load(out / "posterior.pt", weights_only=False)
+    pb = torch.load(tmp_path / "fresh" / "posterior.pt", weights_only=False)
+    assert [r["log_evidence"] for r in pa["history"]] == [
+        r["log_evidence"] for r in pb["history"]]
+
+
+def test_a_run_stopped_after_its_type2_loop_does_not_repeat_it(tmp_path, monkeypatch) -> None:
+    import pyronas.compress.run as run_module
+
+    settings = {**SMOKE, "network": "lenet300", "t_max": 2}
+    out = tmp_path / "run"
+    finish = run_module._save
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run_module, "_save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        run_compress(settings, out)
+    monkeypatch.setattr(run_module, "_save", finish)
+    calls = []
+    monkeypatch.setattr(run_module, "fine_tune", _counting(run_module.fine_tune, calls))
+    resumed = run_compress(settings, out)
+    assert resumed.metrics["resumed_iteration"] == 2 and resumed.metrics["iterations"] == 2
+    assert len(calls) == 1  # the fine-tuning only: the dense phase and the loop are not redone
+    monkeypatch.undo()
+    _same_run(resumed.metrics, run_compress(settings, tmp_path / "fresh").metrics)
+
+
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+    return counted
 
 
 def test_a_dense_checkpoint_of_other_dense_settings_is_refused(tmp_path) -> None:

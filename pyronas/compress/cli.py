@@ -61,7 +61,9 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         description="Train a network, run type-II group ARD over its neurons, filters and "
         "channels, remove the pruned units physically, fine-tune, and write a run folder "
         "(config.yaml, metrics.csv, posterior.pt, pruned_state.pt, architecture.json, "
-        "metrics.json).",
+        "metrics.json). A run stopped before it finished continues when started again with "
+        "the same --out: from its dense network (dense.pt) and its type-II loop's latest "
+        "iteration (type2.pt).",
     )
     add_dataclass_flags(p, CompressSettings, _HELP,
                         choices={"network": NETWORKS, "dataset": DATASETS,

@@ -33,6 +33,12 @@ Run folder::
                          stopped later restarts from it in the same folder, and
                          ``dense_from`` gives it to other runs (:data:`DENSE_KEYS` must agree);
                          either way the run computes what it would have computed uninterrupted
+    type2.pt             the type-II loop after its latest iteration (format
+                         pyronas-compress-type2/1: the network, the weight sites, masks,
+                         hyperparameters, optimiser and random generators): a run stopped
+                         inside or after the loop restarts from it in the same folder when
+                         the :data:`LOOP_KEYS` agree (``t_max`` may grow); with other loop
+                         settings the loop starts again from the dense network
 """
 
 from __future__ import annotations
@@ -108,6 +114,18 @@ DENSE_KEYS = ("network", "dataset", "train_size", "fractions", "seed", "batch_si
               "max_batches")
 """The settings that decide the dense network and the random streams after it: a dense
 checkpoint serves a run only when these agree (``data_dir`` and ``device`` may differ)."""
+
+LOOP_CHECKPOINT = "type2.pt"
+"""The type-II loop's checkpoint in a run folder, rewritten after every iteration."""
+
+LOOP_FORMAT = "pyronas-compress-type2/1"
+
+LOOP_KEYS = DENSE_KEYS + ("map_lr", "epochs_per_iter", "backend", "curvature_batches",
+                          "threshold", "lambda_weight", "curvature_multiplier",
+                          "ard_iterations", "prune_inputs", "prune_weights", "group_prices")
+"""The settings that decide the type-II loop's iterations: a run continues its folder's loop
+checkpoint only when these agree. The others (``t_max``, which may grow, the fine-tuning, the
+baselines, ``device``, ``data_dir``, ``dense_from``) act after the loop or not on its numbers."""
 
 
 @dataclass(frozen=True)
@@ -555,9 +573,21 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     sites = {s: params[s].detach().clone() for s in hypers["sites"]}
     for s in hypers["sites"]:
         params[s].requires_grad_(False)  # the sites stand in for them during the loop
+    loop = _loop_checkpoint(settings, out)
     metrics = MetricsCSV(out / "metrics.csv")
-    metrics.truncate_after("iteration", 0)  # rows of an earlier attempt in this folder
-    history: list[dict[str, Any]] = []
+    # rows of an earlier attempt in this folder that its loop checkpoint does not cover
+    metrics.truncate_after("iteration", 0 if loop is None else loop["type2"]["iteration"])
+    history: list[dict[str, Any]] = [] if loop is None else list(loop["history"])
+    resume = None
+    if loop is not None:
+        net.load_state_dict(loop["net"])
+        resume = {**loop["type2"],
+                  "sites": {k: v.to(device) for k, v in loop["type2"]["sites"].items()},
+                  "masks": {k: v.to(device) for k, v in loop["type2"]["masks"].items()}}
+        restore_run_rng(loop["rng"], generators)
+        log.info("type-II loop: continuing %s after iteration %d", out, resume["iteration"])
+    loop_start = time.perf_counter()
+    loop_seconds_before = 0.0 if loop is None else float(loop["seconds"])
 
     def record(row: dict[str, Any], state: Type2State) -> None:
         _copy_sites(net, state.sites)
@@ -574,6 +604,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
                         "gamma_group": state.hypers["gamma_group"]})
         log.info("iteration %d: val acc %.4f, weights kept %d, units %s", row["iteration"],
                  val_acc, kept, _units_row(state.hypers, layers))
+        _save_loop_checkpoint(out / LOOP_CHECKPOINT, settings, net, state, history, generators,
+                              loop_seconds_before + time.perf_counter() - loop_start)
 
     type2 = Type2Config(
         t_max=settings.t_max, epochs_per_iter=settings.epochs_per_iter,
@@ -585,7 +617,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     num_data = len(splits.train)
     state = run_type2(group_hard, net, sites, hypers, loaders["train"], loaders["search"],
                       num_data, config=type2, forward=group_hard.weight_forward(net),
-                      callback=record)
+                      callback=record, resume=resume)
     _copy_sites(net, state.sites)
     for s in hypers["sites"]:
         params[s].requires_grad_(True)
@@ -609,7 +641,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     _, final_acc = evaluate(pruned, loaders["test"])
     stored_weights = count_weights(pruned)
     kept_weights = stored_weights - sum(int((~m).sum()) for m in masks.values())
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + loop_seconds_before
     summary = {
         "network": settings.network,
         "dataset": settings.dataset,
@@ -630,6 +662,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         "wall_seconds": seconds,
         "dense_seconds": dense_seconds,
         "dense_reused": dense_checkpoint is not None,
+        "resumed_iteration": 0 if resume is None else int(resume["iteration"]),
         "device": str(device),
     }
     if settings.baselines:
@@ -688,6 +721,62 @@ def _dense_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] |
              state["seconds"])
     state["path"] = path
     return state
+
+
+def _loop_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] | None:
+    """The folder's type-II loop checkpoint if this run continues it, else None.
+
+    A checkpoint of other :data:`LOOP_KEYS` settings, of another format or with more
+    iterations than ``t_max`` is left out (the loop starts again from the dense network and
+    overwrites it), with a warning that names why.
+    """
+    path = out / LOOP_CHECKPOINT
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path, weights_only=False)
+    why = None
+    if state.get("format") != LOOP_FORMAT:
+        why = f"its format is {state.get('format')!r}, not {LOOP_FORMAT!r}"
+    else:
+        saved, wanted = state["settings"], identity(settings.to_dict(), LOOP_KEYS)
+        differ = [key for key in LOOP_KEYS if saved.get(key) != wanted[key]]
+        if differ:
+            why = "it was written with other settings (" + "; ".join(
+                f"{key}: checkpoint {saved.get(key)!r}, this run {wanted[key]!r}"
+                for key in differ) + ")"
+        elif state["type2"]["iteration"] > settings.t_max:
+            why = (f"it is at iteration {state['type2']['iteration']}, beyond this run's "
+                   f"t_max {settings.t_max}")
+    if why is not None:
+        log.warning("type-II loop: not continuing %s: %s; the loop starts again from the "
+                    "dense network", path, why)
+        return None
+    return state
+
+
+def _save_loop_checkpoint(path: Path, settings: CompressSettings, net: nn.Module,
+                          state: Type2State, history: list[dict[str, Any]],
+                          generators: Mapping[str, Any], seconds: float) -> None:
+    """``type2.pt`` after an iteration (no loader being iterated): what the loop carries on
+    with, and ``seconds``, the loop's time over every attempt so far."""
+    save_checkpoint({
+        "format": LOOP_FORMAT,
+        "settings": identity(settings.to_dict(), LOOP_KEYS),
+        "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "type2": {
+            "sites": {k: v.detach().cpu() for k, v in state.sites.items()},
+            "masks": {k: v.cpu() for k, v in state.masks.items()},
+            "hypers": state.hypers,
+            "records": state.records,
+            "iteration": state.iteration,
+            "optimizer": state.optimizer.state_dict() if state.optimizer else None,
+            "posterior": None if state.posterior is None
+            else dataclasses.asdict(state.posterior),
+        },
+        "history": history,
+        "rng": capture_run_rng(generators),
+        "seconds": seconds,
+    }, path)
 
 
 def _finetune_budget(settings: CompressSettings, epochs: int) -> FineTune:
