@@ -185,6 +185,22 @@ class Type2State:
     optimizer: torch.optim.Optimizer | None = None
     precision_tril: Tensor | None = None
 
+    def resume_dict(self) -> dict[str, Any]:
+        """What ``run_type2(..., resume=...)`` needs to continue after this iteration, on the
+        CPU (the last Laplace fit included, so that a loop stopped after its last iteration
+        can still be finished)."""
+        return {
+            "sites": {k: v.detach().cpu() for k, v in self.sites.items()},
+            "masks": {k: v.cpu() for k, v in self.masks.items()},
+            "hypers": self.hypers,
+            "records": self.records,
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "posterior": None if self.posterior is None else dataclasses.asdict(self.posterior),
+            "precision_tril": None if self.precision_tril is None
+            else self.precision_tril.cpu(),
+        }
+
 
 # --------------------------------------------------------------------------------------------
 # MAP step

@@ -599,20 +599,7 @@ def _save_checkpoint(
             "kind": CHECKPOINT_KIND,
             "config": ctx.settings.to_dict(),
             "net": net.state_dict(),
-            "type2": {
-                "sites": {k: v.detach().cpu() for k, v in state.sites.items()},
-                "masks": {k: v.cpu() for k, v in state.masks.items()},
-                "hypers": state.hypers,
-                "records": state.records,
-                "iteration": state.iteration,
-                "optimizer": state.optimizer.state_dict() if state.optimizer else None,
-                # the last Laplace fit, so that a run stopped after its last iteration can
-                # still be finished by --resume
-                "posterior": None if state.posterior is None else dataclasses.asdict(
-                    state.posterior),
-                "precision_tril": None if state.precision_tril is None
-                else state.precision_tril.cpu(),
-            },
+            "type2": state.resume_dict(),
             "history": history,
             "rng": capture_run_rng(ctx.loaders),
             "seconds": ctx.seconds(),

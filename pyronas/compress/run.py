@@ -763,16 +763,7 @@ def _save_loop_checkpoint(path: Path, settings: CompressSettings, net: nn.Module
         "format": LOOP_FORMAT,
         "settings": identity(settings.to_dict(), LOOP_KEYS),
         "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "type2": {
-            "sites": {k: v.detach().cpu() for k, v in state.sites.items()},
-            "masks": {k: v.cpu() for k, v in state.masks.items()},
-            "hypers": state.hypers,
-            "records": state.records,
-            "iteration": state.iteration,
-            "optimizer": state.optimizer.state_dict() if state.optimizer else None,
-            "posterior": None if state.posterior is None
-            else dataclasses.asdict(state.posterior),
-        },
+        "type2": state.resume_dict(),
         "history": history,
         "rng": capture_run_rng(generators),
         "seconds": seconds,
