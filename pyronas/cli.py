@@ -317,8 +317,10 @@ def _explain(err: BaseException, args: argparse.Namespace) -> tuple[int, str] | 
     from pyronas.train import is_out_of_memory
 
     if isinstance(err, KeyboardInterrupt):
-        resumable = args.command in ("search", "retrain")
-        hint = "; rerun the same command with --resume to continue" if resumable else ""
+        hint = {"search": "; rerun the same command with --resume to continue",
+                "retrain": "; rerun the same command with --resume to continue",
+                "compress": "; rerun the same command to continue (its dense network and "
+                            "type-II iterations are kept)"}.get(args.command, "")
         return EXIT_INTERRUPTED, f"pyronas: interrupted{hint}"
     if isinstance(err, SearchFailed):
         # The search ran but its result would mean nothing: say why, keep the run folder.

@@ -302,6 +302,35 @@ def _resume_after(tmp: Path) -> None:
     assert _checkpoint_epoch(tmp) == 1
 
 
+def _compress(tmp: Path, *flags: str) -> list[str]:
+    return ["compress", "--dataset", "digits", "--device", "cpu", "--max-batches", "3",
+            "--pretrain-epochs", "1", "--curvature-batches", "1", "--lambda-weight", "1e-9",
+            *flags, "--out", str(tmp / "run")]
+
+
+def _no_dense_network_kept(tmp: Path) -> None:
+    assert not (tmp / "run" / "dense.pt").exists()
+
+
+def _compress_interrupted_in_loop(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from pyronas.runs import MetricsCSV
+
+    append = MetricsCSV.append
+
+    def stop_at_iteration_2(self, row):
+        if row.get("iteration") == 2:
+            raise KeyboardInterrupt
+        append(self, row)
+
+    monkeypatch.setattr(MetricsCSV, "append", stop_at_iteration_2)
+    return _compress(tmp, "--t-max", "2")
+
+
+def _loop_kept_at_iteration_1(tmp: Path) -> None:
+    state = torch.load(tmp / "run" / "type2.pt", weights_only=False)
+    assert state["type2"]["iteration"] == 1 and (tmp / "run" / "dense.pt").is_file()
+
+
 CASES: dict[str, Case] = {
     # configuration files and keys
     "retrain: mistyped config key": _plain(lambda t: _retrain(t, extra="lrr: 0.1\n")),
@@ -396,6 +425,10 @@ CASES: dict[str, Case] = {
     "retrain: learning rate that makes the loss explode": Case(_exploding_run, _kept_epoch_1),
     "retrain: out of memory": Case(_oom),
     "retrain: Ctrl-C": Case(_interrupt, _resume_after),
+    "compress: learning rate that makes the loss non-finite": _plain(
+        lambda t: _compress(t, "--lr", "1e9"), _no_dense_network_kept),
+    "compress: Ctrl-C in the type-II loop": Case(_compress_interrupted_in_loop,
+                                                 _loop_kept_at_iteration_1),
     "search: out of memory": Case(_search_raising(torch.OutOfMemoryError("CUDA out of memory"))),
     "search: Ctrl-C": Case(_search_raising(KeyboardInterrupt())),
     "retrain: --out holds a run, no --resume": Case(_existing, _resume_after),

@@ -16,6 +16,7 @@ outputs of a teacher (the dense network), :func:`distillation_loss`.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -99,6 +100,7 @@ def fine_tune(
     budget: FineTune,
     weight_masks: dict[str, Tensor] | None = None,
     teacher: nn.Module | None = None,
+    phase: str = "fine-tuning",
 ) -> list[float]:
     """Train ``net`` in place on the mean cross-entropy (or, with ``budget.distill > 0``,
     :func:`distillation_loss` against ``teacher``) with SGD.
@@ -117,11 +119,19 @@ def fine_tune(
     teacher : nn.Module, optional
         Required when ``budget.distill > 0``: its eval-mode logits on the same batches are the
         soft targets (it is not trained).
+    phase : str
+        What this training is, for the error message.
 
     Returns
     -------
     list of float
         The mean training loss of every epoch.
+
+    Raises
+    ------
+    FloatingPointError
+        The loss of a batch is not finite (the weights diverged: the learning rate is too
+        large), naming the phase, the epoch, the step and the learning rate.
     """
     if budget.distill > 0 and teacher is None:
         raise ValueError("fine-tuning with distill > 0 needs a teacher network")
@@ -137,9 +147,9 @@ def fine_tune(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     net.train()
     losses = []
-    for _ in range(budget.epochs):
+    for epoch in range(budget.epochs):
         total, count = 0.0, 0
-        for x, y in loader:
+        for step, (x, y) in enumerate(loader):
             x, y = _to(x, parameter), y.to(parameter.device)
             logits = net(x)
             if budget.distill > 0:
@@ -148,13 +158,18 @@ def fine_tune(
                 loss = distillation_loss(logits, target, y, budget.distill, budget.temperature)
             else:
                 loss = F.cross_entropy(logits, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"{phase}: the training loss became {value} at epoch {epoch + 1}, step "
+                    f"{step + 1} (learning rate {budget.lr:g}); try a smaller learning rate")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             apply_weight_masks(net, weight_masks or {})
-            total, count = total + loss.item() * len(y), count + len(y)
+            total, count = total + value * len(y), count + len(y)
         losses.append(total / max(count, 1))
     return losses
 

@@ -541,7 +541,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
                             settings.weight_decay, settings.pretrain_schedule)
     if dense_checkpoint is None:
         dense_start = time.perf_counter()
-        fine_tune(net, loaders["train"], dense_budget)
+        fine_tune(net, loaders["train"], dense_budget, phase="dense training (lr)")
         dense_seconds = time.perf_counter() - dense_start
     else:
         net.load_state_dict(dense_checkpoint["state_dict"])
@@ -637,7 +637,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         assert dense is not None
         pruned = prune_units(dense, alive_out, alive_in, columns)
     fine_tune(pruned, loaders["train"], _finetune_budget(settings, settings.finetune_epochs),
-              weight_masks=masks, teacher=dense)
+              weight_masks=masks, teacher=dense, phase="fine-tuning (finetune_lr)")
     _, final_acc = evaluate(pruned, loaders["test"])
     stored_weights = count_weights(pruned)
     kept_weights = stored_weights - sum(int((~m).sum()) for m in masks.values())
