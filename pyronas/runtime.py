@@ -1,16 +1,18 @@
-"""The process a run executes in: compute device, its name, the seeding of every RNG, and its
-memory as the kernel reports it (Linux ``/proc/self``)."""
+"""The process a run executes in: compute device, its name, the seeding of every RNG, its
+memory as the kernel reports it (Linux ``/proc/self``), and whether it shows progress bars."""
 
 from __future__ import annotations
 
+import os
 import platform
 import random
+import sys
 
 import numpy as np
 import torch
 
-__all__ = ["device_name", "process_memory_kb", "reset_peak_memory", "resolve_device",
-           "seed_everything"]
+__all__ = ["device_name", "process_memory_kb", "progress_enabled", "reset_peak_memory",
+           "resolve_device", "seed_everything"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,3 +66,9 @@ def reset_peak_memory() -> None:
     (Linux ``clear_refs``; raises ``OSError`` where the kernel does not offer it)."""
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
+
+
+def progress_enabled(requested: bool) -> bool:
+    """Whether to draw a progress bar: ``requested``, stderr is a terminal and
+    ``PYRONAS_NO_PROGRESS`` is not set."""
+    return bool(requested) and sys.stderr.isatty() and not os.environ.get("PYRONAS_NO_PROGRESS")

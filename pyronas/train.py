@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ from pyronas.config import (
 )
 from pyronas.distributed import Ranks, ShardedBatchSampler, all_reduce_sum, barrier
 from pyronas.runs import RunFolderError, atomic_write_text, find_artefacts, remove_artefacts
-from pyronas.runtime import device_name, resolve_device, seed_everything
+from pyronas.runtime import device_name, progress_enabled, resolve_device, seed_everything
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -263,9 +262,7 @@ def _autocast(device: torch.device, cfg: Mapping[str, Any]):
 
 
 def _show_progress(cfg: Mapping[str, Any]) -> bool:
-    return bool(cfg["progress"]) and sys.stderr.isatty() and not os.environ.get(
-        "PYRONAS_NO_PROGRESS"
-    )
+    return progress_enabled(cfg["progress"])
 
 
 def _to_device(x: Tensor, y: Tensor, device: torch.device, channels_last: bool):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from pyronas.compress.networks import prunable_layers
 from pyronas.compress.surgery import prune_units
@@ -35,6 +36,7 @@ class FineTune:
 
     ``distill`` in ``[0, 1]`` is the weight of the distillation term against a teacher's
     outputs softened at ``temperature`` (:func:`distillation_loss`; 0: plain cross-entropy).
+    ``progress`` draws a progress bar per epoch.
     """
 
     epochs: int = 1
@@ -44,6 +46,7 @@ class FineTune:
     schedule: str = "constant"
     distill: float = 0.0
     temperature: float = 4.0
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -149,7 +152,9 @@ def fine_tune(
     losses = []
     for epoch in range(budget.epochs):
         total, count = 0.0, 0
-        for step, (x, y) in enumerate(loader):
+        batches = tqdm(loader, desc=f"{phase} epoch {epoch + 1}/{budget.epochs}",
+                       leave=False, disable=not budget.progress)
+        for step, (x, y) in enumerate(batches):
             x, y = _to(x, parameter), y.to(parameter.device)
             logits = net(x)
             if budget.distill > 0:

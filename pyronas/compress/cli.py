@@ -45,6 +45,7 @@ _HELP = {
     "dense_from": "start from the dense network of this compression run folder (or its "
     "dense.pt) instead of training one; its dense settings must match",
     "max_batches": "at most this many batches per epoch (smoke runs)",
+    "progress": "progress bars per epoch (--no-progress: none)",
     "baselines": "also run magnitude and structured-norm pruning at the same sparsity",
     "scratch_baseline": "also train the pruned architecture from fresh weights (dense budget)",
 }

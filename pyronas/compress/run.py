@@ -85,7 +85,7 @@ from pyronas.inference.type2 import Type2Config, Type2State, run_type2
 from pyronas.models import group_hard
 from pyronas.run_setup import SeedStreams, capture_run_rng, restore_run_rng
 from pyronas.runs import MetricsCSV, atomic_write_bytes, atomic_write_text
-from pyronas.runtime import resolve_device, seed_everything
+from pyronas.runtime import progress_enabled, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,9 @@ class CompressSettings:
         training its own; the :data:`DENSE_KEYS` settings must agree, and the random streams
         continue from where that run's dense phase left them, so the run computes exactly what
         it would have with its own dense phase (a lambda sweep trains the network once).
+    progress
+        Progress bars for the epochs of the dense training, the type-II loop and the
+        fine-tuning (on a terminal only; ``PYRONAS_NO_PROGRESS`` turns them off).
     """
 
     network: str = "lenet300"
@@ -230,6 +233,7 @@ class CompressSettings:
     scratch_baseline: bool = False
     max_batches: int | None = None
     dense_from: str | None = None
+    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -538,7 +542,8 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     save_resolved_config({"compress": settings.to_dict()}, out, seed=settings.seed)
 
     dense_budget = FineTune(settings.pretrain_epochs, settings.lr, settings.momentum,
-                            settings.weight_decay, settings.pretrain_schedule)
+                            settings.weight_decay, settings.pretrain_schedule,
+                            progress=progress_enabled(settings.progress))
     if dense_checkpoint is None:
         dense_start = time.perf_counter()
         fine_tune(net, loaders["train"], dense_budget, phase="dense training (lr)")
@@ -612,7 +617,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         lr=settings.lr if settings.map_lr is None else settings.map_lr,
         momentum=settings.momentum, weight_decay=settings.weight_decay,
         backend=settings.backend, curvature_batches=settings.curvature_batches,
-        threshold=settings.threshold, progress=False,
+        threshold=settings.threshold, progress=progress_enabled(settings.progress),
     )
     num_data = len(splits.train)
     state = run_type2(group_hard, net, sites, hypers, loaders["train"], loaders["search"],
@@ -774,7 +779,8 @@ def _finetune_budget(settings: CompressSettings, epochs: int) -> FineTune:
     """The fine-tuning of ours (``finetune_epochs``) and of the baselines (``epochs``)."""
     return FineTune(epochs, settings.finetune_lr, settings.momentum,
                     schedule=settings.finetune_schedule, distill=settings.finetune_distill,
-                    temperature=settings.distill_temperature)
+                    temperature=settings.distill_temperature,
+                    progress=progress_enabled(settings.progress))
 
 
 def _baselines(dense: nn.Module, pruned: nn.Module, layers: list[PrunableLayer],
