@@ -408,6 +408,9 @@ CASES: dict[str, Case] = {
     "compress: price for a layer the network lacks": _plain(lambda t: [
         "compress", "--dataset", "digits", "--group-price", "conv1:out=2",
         "--out", str(t / "run")]),
+    "compress --max-units for a layer the network lacks": _plain(lambda t: [
+        "compress", "--dataset", "digits", "--max-units", "conv1=16",
+        "--out", str(t / "run")]),
     "compress: weight price without --prune-weights": _plain(lambda t: [
         "compress", "--dataset", "digits", "--group-price", "fc2:weight=2",
         "--out", str(t / "run")]),

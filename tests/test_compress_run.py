@@ -556,3 +556,46 @@ def test_a_dense_checkpoint_of_other_dense_settings_is_refused(tmp_path) -> None
     with pytest.raises(FileNotFoundError, match="no dense checkpoint"):
         run_compress({**SMOKE, "dense_from": str(tmp_path / "nowhere")}, tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_cap_units_keeps_the_largest_group_variances() -> None:
+    from pyronas.compress.run import cap_units
+
+    variance = torch.tensor([0.5, 0.0, 0.2, 0.9, 0.2, 0.7], dtype=torch.float64)
+    alive = variance > 0
+    hypers = {"gamma_group": {"conv1.weight": {"out": variance},
+                              "conv2.weight": {"out": torch.ones(3, dtype=torch.float64)}}}
+    others = torch.tensor([True, False, True])
+    capped, dropped = cap_units({"conv1": alive, "conv2": others}, hypers,
+                                {"conv1": 3, "conv2": 2})
+    # five live units, cap 3: the two of smallest variance (both 0.2) go
+    assert capped["conv1"].tolist() == [True, False, False, True, False, True]
+    assert dropped == {"conv1": 2}
+    assert capped["conv2"] is others  # at most its cap already: untouched
+    capped, dropped = cap_units({"conv1": alive}, hypers, {"conv1": 4})  # the tie: index 2 stays
+    assert capped["conv1"].tolist() == [True, False, True, True, False, True]
+    assert dropped == {"conv1": 1}
+
+
+def test_max_units_caps_a_layer_of_a_compression_run(tmp_path) -> None:
+    free = run_compress({**SMOKE, "network": "lenet5"}, tmp_path / "free")
+    assert free.metrics["units_capped"] == {} and free.metrics["units_after"][1] > 3
+    capped = run_compress({**SMOKE, "network": "lenet5", "max_units": {"conv1": 3}},
+                          tmp_path / "capped")
+    assert capped.metrics["units_after"][1] == 3
+    assert capped.metrics["units_capped"] == {"conv1": free.metrics["units_after"][1] - 3}
+    assert capped.metrics["units_after"][2:] == free.metrics["units_after"][2:]
+    assert capped.net.conv1.weight.shape[0] == 3 and capped.net.conv2.weight.shape[1] == 3
+    with pytest.raises(ValueError, match="max_units names the layer 'fc2'"):
+        run_compress({**SMOKE, "network": "lenet5", "max_units": {"fc2": 3}}, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        CompressSettings(max_units={"conv1": 0})
+
+
+def test_max_units_flag_parses_and_names_a_malformed_item() -> None:
+    from pyronas.compress.cli import parse_max_units
+
+    assert parse_max_units(["conv1=16", "fc1=64"]) == {"conv1": 16, "fc1": 64}
+    with pytest.raises(ValueError, match="--max-units 'conv1': expected LAYER=M"):
+        parse_max_units(["conv1"])

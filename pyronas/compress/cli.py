@@ -16,7 +16,8 @@ from pyronas.compress.run import FINETUNE_FROM, CompressSettings, run_compress
 from pyronas.data import DATASETS
 from pyronas.dataclass_flags import add_dataclass_flags, given_fields
 
-__all__ = ["add_compress_parser", "compress_overrides", "parse_group_prices", "run_compress_cli"]
+__all__ = ["add_compress_parser", "compress_overrides", "parse_group_prices", "parse_max_units",
+           "run_compress_cli"]
 
 _HELP = {
     "network": "network to compress",
@@ -74,6 +75,10 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
                    help="price of one grouping's group-lasso weights (repeatable; e.g. "
                    "fc1:in=0.3 prunes the input pixels more gently, conv1:out=4 the first "
                    "filters harder, fc1:weight=2 its single weights with --prune-weights)")
+    p.add_argument("--max-units", action="append", default=None, metavar="LAYER=M",
+                   help="after the type-II loop, keep at most M units of LAYER, dropping the "
+                   "live ones of smallest group variance (repeatable; e.g. conv1=16: the CPU's "
+                   "convolutions slow down from 17 input channels)")
     p.set_defaults(handler=run_compress_cli)
     return p
 
@@ -96,7 +101,24 @@ def compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = given_fields(args, CompressSettings)
     if getattr(args, "group_price", None):
         overrides["group_prices"] = parse_group_prices(args.group_price)
+    if getattr(args, "max_units", None):
+        overrides["max_units"] = parse_max_units(args.max_units)
     return overrides
+
+
+def parse_max_units(items: list[str]) -> dict[str, int]:
+    """``["conv1=16", ...]`` -> ``{"conv1": 16}``; ``ValueError`` naming a malformed item."""
+    caps = {}
+    for item in items:
+        layer, _, value = item.partition("=")
+        try:
+            caps[layer] = int(value)
+        except ValueError:
+            raise ValueError(f"--max-units {item!r}: expected LAYER=M with an integer M, "
+                             "e.g. conv1=16") from None
+        if not layer:
+            raise ValueError(f"--max-units {item!r}: expected LAYER=M, e.g. conv1=16")
+    return caps
 
 
 def run_compress_cli(args: argparse.Namespace) -> int:

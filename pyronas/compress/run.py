@@ -162,6 +162,12 @@ class CompressSettings:
         that grouping's group-lasso weights are multiplied by the price in the type-II update
         (above 1: its units pruned harder; e.g. ``{"fc1:in": 0.3}`` prices the input pixels
         below the hidden units, ``{"conv1:out": 4}`` prunes the first filters harder).
+    max_units
+        ``{"LAYER": m}``: after the type-II loop, a hidden layer that keeps more than ``m``
+        units also loses its live units of smallest group variance (the prior's least
+        relevant ones) beyond ``m``; a hardware rule on top of the posterior's choice, off by
+        default (on this CPU conv2 runs at ~60 % of its rate with 17 input channels
+        instead of 16: docs/results.md).
     finetune_epochs, finetune_lr, finetune_schedule
         Fine-tuning of the pruned network (and of the baselines): ``constant`` at
         ``finetune_lr``, or ``cosine`` from it to 0.
@@ -223,6 +229,7 @@ class CompressSettings:
     prune_inputs: bool = True
     prune_weights: bool = False
     group_prices: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_units: dict[str, int] = dataclasses.field(default_factory=dict)
     finetune_epochs: int = 2
     finetune_lr: float = 0.01
     finetune_schedule: str = "constant"
@@ -282,6 +289,13 @@ class CompressSettings:
                                  f"{price!r}")
             prices[f"{layer}:{grouping}"] = float(price)
         object.__setattr__(self, "group_prices", prices)
+        caps = {}
+        for layer, cap in dict(self.max_units or {}).items():
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ValueError(f"max_units[{layer!r}] must be a positive integer, got "
+                                 f"{cap!r}")
+            caps[str(layer)] = cap
+        object.__setattr__(self, "max_units", caps)
 
     @classmethod
     def from_mapping(cls, values: CompressSettings | Mapping[str, Any]) -> CompressSettings:
@@ -296,6 +310,7 @@ class CompressSettings:
         data = dataclasses.asdict(self)
         data["fractions"] = list(self.fractions)
         data["group_prices"] = dict(self.group_prices)
+        data["max_units"] = dict(self.max_units)
         return data
 
 
@@ -379,6 +394,42 @@ def alive_units(hypers: Mapping[str, Any], layers: list[PrunableLayer]
         alive_out[layer.name] = own & fed.reshape(layer.out_units, -1).any(1)
     first = group_hard.alive_units(hypers, f"{layers[0].name}.weight")
     return alive_out, first.get("in")
+
+
+def cap_units(alive_out: Mapping[str, Tensor], hypers: Mapping[str, Any],
+              caps: Mapping[str, int]) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """Keep at most ``caps[layer]`` live units in some layers (:class:`CompressSettings`'s
+    ``max_units``).
+
+    Parameters
+    ----------
+    alive_out
+        ``{layer: bool (out_units,)}`` from :func:`alive_units`.
+    hypers
+        The group-HARD hyperparameters; ``gamma_group[f"{layer}.weight"]["out"]`` ranks the
+        live units.
+    caps
+        ``{layer: m}``; a layer with ``k > m`` live units keeps the ``m`` of largest group
+        variance (ties: the lower index stays).
+
+    Returns
+    -------
+    (alive_out, dropped)
+        The new live units, and ``{layer: units dropped}`` for the layers that lost some.
+    """
+    capped, dropped = dict(alive_out), {}
+    for layer, cap in caps.items():
+        alive = alive_out[layer]
+        extra = int(alive.sum()) - cap
+        if extra <= 0:
+            continue
+        variance = hypers["gamma_group"][f"{layer}.weight"]["out"].detach().cpu().tolist()
+        order = sorted((float(v), -i) for i, v in enumerate(variance) if bool(alive[i]))
+        keep = alive.clone()
+        for _, minus_index in order[:extra]:
+            keep[-minus_index] = False
+        capped[layer], dropped[layer] = keep, extra
+    return capped, dropped
 
 
 def alive_columns(hypers: Mapping[str, Any], layers: list[PrunableLayer]) -> dict[str, Tensor]:
@@ -536,6 +587,11 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     layers = prunable_layers(net)
     spec = weight_spec(layers, net, settings.prune_inputs, settings.group_prices,
                        settings.prune_weights)
+    hidden = [layer.name for layer in layers[:-1]]
+    for layer in settings.max_units:
+        if layer not in hidden:
+            raise ValueError(f"max_units names the layer {layer!r}; the network's hidden "
+                             f"prunable layers: {', '.join(hidden)}")
     generators = {name: batches.loader for name, batches in loaders.items()}
     dense_checkpoint = _dense_checkpoint(settings, out)
     out.mkdir(parents=True, exist_ok=True)  # the data and the spec are good: start the run
@@ -634,6 +690,9 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
     if empty:
         raise ValueError(f"the prior pruned every unit of {', '.join(empty)} at lambda_weight="
                          f"{settings.lambda_weight}; try a smaller lambda_weight")
+    alive_out, capped = cap_units(alive_out, state.hypers, settings.max_units)
+    if capped:
+        log.info("max_units: dropped %s live units", capped)
     columns = alive_columns(state.hypers, layers)
     pruned = prune_units(net, alive_out, alive_in, columns)
     masks = pruned_weight_masks(net, state.masks, layers, alive_out, alive_in, columns)
@@ -668,6 +727,7 @@ def run_compress(cfg: CompressSettings | Mapping[str, Any], out_dir: str | Path 
         "dense_seconds": dense_seconds,
         "dense_reused": dense_checkpoint is not None,
         "resumed_iteration": 0 if resume is None else int(resume["iteration"]),
+        "units_capped": capped,
         "device": str(device),
     }
     if settings.baselines:
