@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pyronas.compress.networks import NETWORKS
@@ -85,15 +86,25 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 def parse_group_prices(items: list[str]) -> dict[str, float]:
     """``["fc1:in=0.3", ...]`` -> ``{"fc1:in": 0.3}``; ``ValueError`` naming a malformed item."""
-    prices = {}
+    return _parse_assignments(items, "--group-price", float, "LAYER:GROUPING=PRICE, e.g. "
+                              "fc1:in=0.3")
+
+
+def _parse_assignments(items: list[str], flag: str, convert: Callable[[str], Any], form: str
+                       ) -> dict[str, Any]:
+    """``["KEY=VALUE", ...]`` -> ``{KEY: convert(VALUE)}``; a malformed item (no key, or a value
+    ``convert`` refuses, ``""`` when there is no ``=``) raises ``ValueError`` naming
+    ``flag``, the item and the expected ``form``."""
+    values = {}
     for item in items:
-        key, _, value = item.partition("=")  # no "=": value is "", which float() refuses
+        key, _, value = item.partition("=")
         try:
-            prices[key] = float(value)
+            values[key] = convert(value)
         except ValueError:
-            raise ValueError(f"--group-price {item!r}: expected LAYER:GROUPING=PRICE, e.g. "
-                             "fc1:in=0.3") from None
-    return prices
+            key = ""
+        if not key:
+            raise ValueError(f"{flag} {item!r}: expected {form}")
+    return values
 
 
 def compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,17 +119,8 @@ def compress_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_max_units(items: list[str]) -> dict[str, int]:
     """``["conv1=16", ...]`` -> ``{"conv1": 16}``; ``ValueError`` naming a malformed item."""
-    caps = {}
-    for item in items:
-        layer, _, value = item.partition("=")
-        try:
-            caps[layer] = int(value)
-        except ValueError:
-            raise ValueError(f"--max-units {item!r}: expected LAYER=M with an integer M, "
-                             "e.g. conv1=16") from None
-        if not layer:
-            raise ValueError(f"--max-units {item!r}: expected LAYER=M, e.g. conv1=16")
-    return caps
+    return _parse_assignments(items, "--max-units", int, "LAYER=M with an integer M, e.g. "
+                              "conv1=16")
 
 
 def run_compress_cli(args: argparse.Namespace) -> int:

@@ -424,10 +424,9 @@ def cap_units(alive_out: Mapping[str, Tensor], hypers: Mapping[str, Any],
         if extra <= 0:
             continue
         variance = hypers["gamma_group"][f"{layer}.weight"]["out"].detach().cpu().tolist()
-        order = sorted((float(v), -i) for i, v in enumerate(variance) if bool(alive[i]))
-        keep = alive.clone()
-        for _, minus_index in order[:extra]:
-            keep[-minus_index] = False
+        live = [i for i, on in enumerate(alive.tolist()) if on]
+        keep = torch.zeros_like(alive)
+        keep[sorted(live, key=lambda i: (-variance[i], i))[:cap]] = True
         capped[layer], dropped[layer] = keep, extra
     return capped, dropped
 
@@ -774,11 +773,8 @@ def _dense_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] |
     if state.get("format") != DENSE_FORMAT:
         raise ValueError(f"{where} is not a dense checkpoint of this version (format "
                          f"{state.get('format')!r}, expected {DENSE_FORMAT!r})")
-    saved, wanted = state["settings"], identity(settings.to_dict(), DENSE_KEYS)
-    differ = [key for key in DENSE_KEYS if saved.get(key) != wanted[key]]
-    if differ:
-        details = "; ".join(f"{key}: checkpoint {saved.get(key)!r}, this run {wanted[key]!r}"
-                            for key in differ)
+    details = _settings_differences(state["settings"], settings, DENSE_KEYS)
+    if details:
         hint = ("" if settings.dense_from is not None else
                 " (it is kept: use another --out, or the same dense settings)")
         raise ValueError(f"{where} was trained with other dense settings ({details}){hint}")
@@ -786,6 +782,15 @@ def _dense_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] |
              state["seconds"])
     state["path"] = path
     return state
+
+
+def _settings_differences(saved: Mapping[str, Any], settings: CompressSettings,
+                          keys: tuple[str, ...]) -> str:
+    """``"KEY: checkpoint X, this run Y; ..."`` for the ``keys`` where a checkpoint's saved
+    settings and this run's differ; ``""`` when they agree."""
+    wanted = identity(settings.to_dict(), keys)
+    return "; ".join(f"{key}: checkpoint {saved.get(key)!r}, this run {wanted[key]!r}"
+                     for key in keys if saved.get(key) != wanted[key])
 
 
 def _loop_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] | None:
@@ -803,12 +808,9 @@ def _loop_checkpoint(settings: CompressSettings, out: Path) -> dict[str, Any] | 
     if state.get("format") != LOOP_FORMAT:
         why = f"its format is {state.get('format')!r}, not {LOOP_FORMAT!r}"
     else:
-        saved, wanted = state["settings"], identity(settings.to_dict(), LOOP_KEYS)
-        differ = [key for key in LOOP_KEYS if saved.get(key) != wanted[key]]
-        if differ:
-            why = "it was written with other settings (" + "; ".join(
-                f"{key}: checkpoint {saved.get(key)!r}, this run {wanted[key]!r}"
-                for key in differ) + ")"
+        details = _settings_differences(state["settings"], settings, LOOP_KEYS)
+        if details:
+            why = f"it was written with other settings ({details})"
         elif state["type2"]["iteration"] > settings.t_max:
             why = (f"it is at iteration {state['type2']['iteration']}, beyond this run's "
                    f"t_max {settings.t_max}")
